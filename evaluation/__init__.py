@@ -1,0 +1,1 @@
+"""Evaluation: deterministic metrics, MLflow scorers, quality gates."""

@@ -1,0 +1,1 @@
+"""Core of the LLMOps platform: settings, errors and the `llmops` command line."""

@@ -1,0 +1,1 @@
+"""MLflow Project steps: data preparation, tuning and the pipeline driver."""

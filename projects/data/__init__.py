@@ -1,0 +1,1 @@
+"""Data preparation: SQL over a warehouse -> clean -> instruction template -> split -> versioned datasets."""

@@ -1,0 +1,1 @@
+"""Tuning backends wrapped as the MLflow Project entry point `tune`."""

@@ -1,0 +1,41 @@
+"""`llmops prompts`: sync template files to the Prompt Registry and show what is there."""
+
+from __future__ import annotations
+
+import typer
+
+from llmops.cli_support import TrackingUri, echo, start
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("sync")
+def sync_command(
+    name: str = typer.Option(None, help="Template name (default: every file in the templates directory)."),
+    message: str = typer.Option(None, help="Commit message for new versions."),
+    tracking_uri: str = TrackingUri,
+) -> None:
+    """Register each template whose content changed since the newest registry version."""
+    from pathlib import Path
+
+    from prompts.registry import sync_prompt
+    from prompts.template import load_template, load_template_file
+
+    settings = start(**{"mlflow.tracking_uri": tracking_uri})
+    directory = Path(settings.prompt.templates_dir)
+    templates = ([load_template(name, directory)] if name
+                 else [load_template_file(p) for p in sorted(directory.glob("*.yaml"))])
+    for template in templates:  # all files parse before anything is registered
+        pinned, created = sync_prompt(template, message)
+        echo(f"{pinned.uri} {'created' if created else 'unchanged'} (instruction {pinned.instruction_hash})")
+
+
+@app.command("show")
+def show_command(uri: str = typer.Argument(..., help="prompts:/NAME/VERSION or prompts:/NAME@ALIAS"),
+                 tracking_uri: str = TrackingUri) -> None:
+    """Print a registered prompt version's template."""
+    from prompts.registry import load_pinned
+
+    start(**{"mlflow.tracking_uri": tracking_uri})
+    pinned = load_pinned(uri)
+    echo(f"{pinned.uri} (instruction {pinned.instruction_hash})\n{pinned.template}")

@@ -1,0 +1,104 @@
+"""Strict model of a prompt template file, and rendering that refuses missing or unknown variables."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llmops.errors import ConfigError, NotFoundError
+
+_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class FewShotExample(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    question: str
+    answer: str
+
+
+class PromptTemplate(BaseModel):
+    """A prompt as stored in `prompts/templates/NAME.yaml`. `instruction` is filled into `{{instruction}}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    instruction: str = Field(min_length=1)
+    template: str = Field(min_length=1)
+    variables: list[str]
+    few_shot: list[FewShotExample] = Field(default_factory=list)
+    model_parameters: dict[str, Any] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"prompt name {value!r} may hold letters, digits, '_', '.', '-' only")
+        return value
+
+    @model_validator(mode="after")
+    def _variables_match(self) -> PromptTemplate:
+        used = set(_VARIABLE.findall(self.template))
+        declared = set(self.variables)
+        if used - declared:
+            raise ValueError(f"template uses undeclared variable(s): {', '.join(sorted(used - declared))}")
+        if declared - used:
+            raise ValueError(f"declared variable(s) not used in the template: {', '.join(sorted(declared - used))}")
+        return self
+
+    @property
+    def instruction_hash(self) -> str:
+        """Identifies the instruction text; training examples and serving both record it."""
+        return hashlib.sha256(self.instruction.encode("utf-8")).hexdigest()[:16]
+
+    @property
+    def content_hash(self) -> str:
+        """Identifies everything that affects rendering; a new registry version is made only when it changes."""
+        canonical = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+    def render(self, **values: str) -> str:
+        """Fill the template; `instruction` comes from the file, the rest from the caller."""
+        values = {"instruction": self.instruction, **values}
+        return render_template(self.template, self.variables, values)
+
+
+def render_template(template: str, variables: list[str], values: dict[str, str]) -> str:
+    missing = [name for name in variables if name not in values]
+    if missing:
+        raise ConfigError(f"prompt variable(s) missing: {', '.join(missing)}")
+    unknown = sorted(set(values) - set(variables))
+    if unknown:
+        raise ConfigError(f"unknown prompt variable(s): {', '.join(unknown)}")
+    return _VARIABLE.sub(lambda match: str(values[match.group(1)]), template)
+
+
+def load_template_file(path: Path) -> PromptTemplate:
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"prompt template file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"prompt template {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"prompt template {path} must be a mapping")
+    try:
+        template = PromptTemplate(**raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "template"
+        raise ConfigError(f"prompt template {path}: {where}: {first['msg']}") from exc
+    if template.name != Path(path).stem:
+        raise ConfigError(f"prompt template {path}: name {template.name!r} must match the file name")
+    return template
+
+
+def load_template(name: str, templates_dir: str | Path) -> PromptTemplate:
+    return load_template_file(Path(templates_dir) / f"{name}.yaml")

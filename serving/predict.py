@@ -1,0 +1,63 @@
+"""Load `models:/NAME@ALIAS` and predict; batch input/output as JSONL, written atomically."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from llmops.errors import InputError, NotFoundError
+from llmops.fsutil import atomic_path
+
+
+def load_model(model_uri: str):
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow.pyfunc.load_model(model_uri)
+    except MlflowException as exc:
+        raise NotFoundError(f"cannot load {model_uri}: {exc.message.splitlines()[0]}") from exc
+    except OSError as exc:
+        raise NotFoundError(f"cannot load {model_uri}: {exc}") from exc
+
+
+def predict(model: Any, questions: list[str]) -> list[dict[str, Any]]:
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    if not questions:
+        raise InputError("no questions given")
+    try:
+        return model.predict(pd.DataFrame({"question": questions}))
+    except MlflowException as exc:
+        raise InputError(exc.message.splitlines()[0]) from exc
+
+
+def read_questions(path: Path) -> list[str]:
+    """Each JSONL line is {"question": "..."}; a bad line is named by number."""
+    questions = []
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as exc:
+        raise NotFoundError(f"input file not found: {path}") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"input file {path} is not UTF-8") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path} line {number} is not JSON: {exc.msg}") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("question"), str):
+            raise InputError(f"{path} line {number} needs a string field 'question'")
+        questions.append(record["question"])
+    return questions
+
+
+def write_answers(path: Path, answers: list[dict[str, Any]]) -> None:
+    with atomic_path(Path(path)) as tmp:
+        with tmp.open("w", encoding="utf-8") as handle:
+            for answer in answers:
+                handle.write(json.dumps(answer, ensure_ascii=False) + "\n")
