@@ -27,7 +27,9 @@ def _root(
 
 def _register_groups() -> None:
     from evaluation.cli import app as eval_app
-    from projects.cli import data_app, pipeline_app, tune_command
+    from projects.cli import pipeline_app
+    from projects.data.cli import data_app
+    from projects.tuning.cli import tune_command
     from prompts.cli import app as prompts_app
     from registry.cli import app as registry_app
     from serving.cli import app as serve_app
