@@ -36,7 +36,7 @@ def _default_tables() -> dict[str, str]:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class MlflowSettings(_Section):
@@ -98,6 +98,42 @@ class DataSettings(_Section):
         return value
 
 
+
+def _iso_date_or_none(value: str | None) -> str | None:
+    from datetime import date
+
+    if value in (None, ""):
+        return None
+    try:
+        date.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"expected a date as YYYY-MM-DD, got {value!r}") from exc
+    return value
+
+
+class DataPrepSettings(_Section):
+    """Cleaning, splitting and output knobs of the data step (the query's own filters live in `data`)."""
+
+    question_date_from: str | None = Field(default=None, description="Keep questions created on/after (YYYY-MM-DD).")
+    question_date_to: str | None = Field(default=None, description="Keep questions created before (YYYY-MM-DD).")
+    test_percent: int = Field(default=0, ge=0, le=50, description="Percent of questions in an optional test split.")
+    min_answer_chars: int = Field(default=1, ge=1)
+    max_question_chars: int = Field(default=20_000, gt=0)
+    max_answer_chars: int = Field(default=20_000, gt=0)
+    default_site: str = Field(default="stackoverflow.com", description="Site of tables without a `site` column.")
+    bigquery_site_column: bool = Field(default=False, description="BigQuery tables carry a `site` column.")
+    batch_rows: int = Field(default=20_000, gt=0, description="Rows per streamed record batch.")
+    workers: int = Field(default=0, ge=0, description="Cleaning processes; 0 = one per CPU (at most 4).")
+    parquet_min_rows: int = Field(default=100_000, ge=0, description="Also write Parquet splits from this size.")
+    duckdb_memory_limit: str = "1GB"
+    reuse_by_digest: bool = Field(default=True, description="Skip writing when a FINISHED run has the same digest.")
+
+    @field_validator("question_date_from", "question_date_to")
+    @classmethod
+    def _iso_dates(cls, value: str | None) -> str | None:
+        return _iso_date_or_none(value)
+
+
 class PromptSettings(_Section):
     name: str = "so-qa"
     templates_dir: str = Field(default_factory=lambda: str(repo_root() / "prompts" / "templates"))
@@ -111,12 +147,150 @@ class BackendSettings(_Section):
     )
 
 
+class ChainProviderSettings(_Section):
+    """Which model answers in the chain; swapping provider is a change here (see docs/prompts.md)."""
+
+    kind: Literal["retrieval", "vertex", "openai_compat"] = "retrieval"
+    model: str | None = Field(default=None, description="Vertex model id / tuned endpoint, or the served model name.")
+    base_url: str | None = Field(default=None, description="openai_compat: e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(default=None, description="Name of the env variable holding the API key.")
+    project: str | None = None
+    location: str | None = None
+    timeout_s: float = Field(default=30.0, gt=0)
+    max_retries: int = Field(default=3, ge=0, le=10)
+    params: dict[str, Any] = Field(default_factory=dict, description="Generation parameters over the prompt's.")
+
+
+class ChainSafetySettings(_Section):
+    threshold: float = Field(default=0.5, gt=0.0, le=1.0, description="Local classifier blocking probability.")
+    lexicon: str | None = Field(default=None, description="Rule file (default: backends/safety_lexicon.yaml).")
+    refusal_message: str = "I can't help with that request: the response was withheld by the safety filter."
+
+
+class ChainSettings(_Section):
+    """The served QA chain: prompt (by URI), grounding, provider, safety and the training/serving check."""
+
+    prompt_uri: str | None = Field(default=None, description="prompts:/NAME@ALIAS or /VERSION; default: the "
+                                   "version the training data was built with.")
+    grounding_k: int = Field(default=3, ge=0, le=20)
+    max_question_chars: int = Field(default=8000, gt=0)
+    consistency: Literal["error", "warn"] = "error"
+    provider: ChainProviderSettings = Field(default_factory=ChainProviderSettings)
+    safety: ChainSafetySettings = Field(default_factory=ChainSafetySettings)
+
+
 class ModelSettings(_Section):
     registered_name: str = "so-qa-assistant"
 
 
+class PriceSettings(_Section):
+    """USD per million tokens, to weigh cost against quality and latency when choosing a model."""
+
+    input_per_1m: float = Field(default=0.0, ge=0.0)
+    output_per_1m: float = Field(default=0.0, ge=0.0)
+
+
+def _default_prices() -> dict[str, PriceSettings]:
+    return {
+        "local": PriceSettings(),
+        "gemini-2.0-flash": PriceSettings(input_per_1m=0.10, output_per_1m=0.40),
+        "gemini-2.5-pro": PriceSettings(input_per_1m=1.25, output_per_1m=10.0),
+        "gpt-4o-mini": PriceSettings(input_per_1m=0.15, output_per_1m=0.60),
+    }
+
+
+class JudgeSettings(_Section):
+    """The LLM-as-judge provider; `none` runs only the deterministic scorers."""
+
+    provider: Literal["none", "openai", "vertex"] = "none"
+    model: str | None = None
+    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(default=None, description="Name of the variable holding the API key.")
+    project: str | None = None
+    location: str | None = None
+    judges: list[Literal["correctness", "relevance", "groundedness"]] = Field(
+        default_factory=lambda: ["correctness", "relevance", "groundedness"])
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+    retries: int = Field(default=2, ge=0, le=10)
+    timeout_s: float = Field(default=30.0, gt=0)
+    cache_dir: str = ".llmops/judge-cache"
+
+    @field_validator("cache_dir")
+    @classmethod
+    def _absolute_cache(cls, value: str) -> str:
+        return str(Path(value).expanduser().resolve())
+
+
 class EvaluationSettings(_Section):
     gates_file: str = Field(default_factory=lambda: str(repo_root() / "evaluation" / "gates.yaml"))
+    similarity: Literal["tfidf", "minilm"] = "tfidf"
+    bootstrap_samples: int = Field(default=1000, ge=100, le=100_000)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    seed: int = 0
+    price_model: str = Field(default="local", description="Key of `prices` used for the cost per 1,000 queries.")
+    prices: dict[str, PriceSettings] = Field(default_factory=_default_prices)
+    judge: JudgeSettings = Field(default_factory=JudgeSettings)
+
+
+class HFTuningSettings(_Section):
+    """LoRA supervised fine-tuning of a local causal LM (the `hf` extra)."""
+
+    base_model_path: str | None = Field(default=None, description="Directory with config, weights and tokenizer.")
+    epochs: int = Field(default=3, ge=1, le=100)
+    learning_rate: float = Field(default=2e-4, gt=0.0, le=1.0)
+    batch_size: int = Field(default=4, ge=1, le=1024)
+    lora_r: int = Field(default=8, ge=1, le=256)
+    lora_alpha: int = Field(default=16, ge=1, le=1024)
+    lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    max_length: int = Field(default=512, ge=16, le=32768, description="Tokens per training example (truncated).")
+    max_new_tokens: int = Field(default=256, ge=1, le=8192)
+    target_modules: list[str] | None = Field(default=None, description="LoRA targets; default: peft's per-model map.")
+    bundle_base_model: bool = Field(default=True, description="Copy the base weights into the logged model.")
+
+
+class VertexTuningSettings(_Section):
+    """Supervised tuning of a Gemini model on Vertex AI; credentials come from ADC, never from here."""
+
+    project: str | None = None
+    location: str = "us-central1"
+    base_model: str = "gemini-2.5-flash"
+    extra_base_models: list[str] = Field(default_factory=list, description="Tunable ids newer than our list.")
+    gcs_uri: str | None = Field(default=None, description="gs://bucket/prefix where train/eval JSONL are uploaded.")
+    epochs: int = Field(default=3, ge=1, le=100)
+    learning_rate_multiplier: float = Field(default=1.0, gt=0.0, le=10.0)
+    adapter_size: int = Field(default=4, description="LoRA adapter size: 1, 2, 4, 8, 16 or 32.")
+    poll_initial_s: float = Field(default=30.0, ge=0.0)
+    poll_max_s: float = Field(default=300.0, ge=0.0)
+    timeout_s: float = Field(default=48 * 3600.0, gt=0.0)
+    usd_per_million_training_tokens: float | None = Field(default=None, ge=0.0, description="For the cost metric.")
+
+    @field_validator("adapter_size")
+    @classmethod
+    def _adapter_size(cls, value: int) -> int:
+        if value not in (1, 2, 4, 8, 16, 32):
+            raise ValueError(f"must be 1, 2, 4, 8, 16 or 32, got {value}")
+        return value
+
+
+class TuningSettings(_Section):
+    backend: Literal["local", "vertex", "hf"] = "local"
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    hf: HFTuningSettings = Field(default_factory=HFTuningSettings)
+    vertex: VertexTuningSettings = Field(default_factory=VertexTuningSettings)
+
+
+class RegistrySettings(_Section):
+    """Release management: the promotion policy, the alias ledger, the smoke budget, notifications."""
+
+    policy_file: str = Field(default_factory=lambda: str(repo_root() / "registry" / "policy.yaml"))
+    ledger_uri: str | None = Field(
+        default=None, description="SQLAlchemy URL of the alias ledger; default: the tracking database itself.")
+    smoke_budget_ms: float = Field(default=2000.0, gt=0, description="Per smoke question, in the fresh process.")
+    smoke_timeout_s: float = Field(default=180.0, gt=0, description="Whole infra validation, load included.")
+    actor: str | None = Field(default=None, description="Who moves aliases; default: MLFLOW_TRACKING_USERNAME or OS user.")
+    notify_command: str | None = Field(default=None, description="Run after every move, the move as JSON on stdin.")
+    notify_url: str | None = Field(default=None, description="POSTed the move as JSON after every move.")
+    notify_timeout_s: float = Field(default=10.0, gt=0)
 
 
 class _YamlFileSource(PydanticBaseSettingsSource):
@@ -165,10 +339,14 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     warehouse: WarehouseSettings = Field(default_factory=WarehouseSettings)
     data: DataSettings = Field(default_factory=DataSettings)
+    dataprep: DataPrepSettings = Field(default_factory=DataPrepSettings)
     prompt: PromptSettings = Field(default_factory=PromptSettings)
     backend: BackendSettings = Field(default_factory=BackendSettings)
+    chain: ChainSettings = Field(default_factory=ChainSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    tuning: TuningSettings = Field(default_factory=TuningSettings)
 
     @classmethod
     def settings_customise_sources(
