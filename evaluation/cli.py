@@ -1,48 +1,185 @@
-"""`llmops eval`: the evaluate step and the gate check."""
+"""`llmops eval`: run an evaluation, compare runs, check gates, human review. Thin: parse, delegate, print."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
 
-from llmops.cli_support import TrackingUri, echo, start
+from llmops.cli_support import TrackingUri, blank_to_none, echo, start
 
 app = typer.Typer(no_args_is_help=True)
+review_app = typer.Typer(no_args_is_help=True, help="Human review: export rows to rate, import the ratings.")
+app.add_typer(review_app, name="review")
 
 
 @app.command("run")
 def run_command(
-    retriever_uri: str = typer.Option(..., help="URI of the tuned retriever (runs:/<tune run>/retriever)."),
-    eval_uri: str = typer.Option(..., help="URI of the eval JSONL."),
-    train_uri: str = typer.Option(None, help="URI of the train JSONL (records the full dataset digest)."),
+    eval_uri: str = typer.Option(..., help="Eval dataset JSONL (runs:/..., models:/... or a path); needs references."),
+    model_uri: str = typer.Option(None, help="Evaluate this model (models:/name@alias, models:/name/3, runs:/...)."),
+    retriever_uri: str = typer.Option(None, help="Or: the chain with this tuned retriever (runs:/<tune>/retriever)."),
+    prompt_uri: str = typer.Option(None, help="Chain only: prompt version (prompts:/name/2); default: the dataset's."),
+    train_uri: str = typer.Option(None, help="Train JSONL: its question ids are the sources a citation may name."),
+    judge_provider: str = typer.Option(None, help="LLM judge provider: none, openai, vertex (default: settings)."),
+    judge_model: str = typer.Option(None, help="Judge model name."),
+    judge_base_url: str = typer.Option(None, help="OpenAI-compatible judge endpoint, e.g. http://127.0.0.1:8000/v1."),
+    limit: int = typer.Option(None, min=1, help="Evaluate only the first N rows."),
+    run_name: str = typer.Option("evaluate", help="MLflow run name."),
     tracking_uri: str = TrackingUri,
 ) -> None:
-    """Evaluate the chain on the eval split with mlflow.genai.evaluate and offline scorers."""
+    """Evaluate with mlflow.genai.evaluate: scorers, optional judges, CIs, per-row table and plots."""
     import mlflow
 
-    start(**{"mlflow.tracking_uri": tracking_uri})
-    from evaluation.run import run_evaluate_step
+    from evaluation.dataset import load_eval_dataset
+    from evaluation.judges import client_from_settings, make_judges
+    from evaluation.run import (
+        evaluate_target,
+        model_target,
+        raise_on_judge_errors,
+        run_evaluate_step,
+        train_source_ids,
+    )
+    from llmops.errors import ConfigError
 
-    with mlflow.start_run(run_name="evaluate"):
-        metrics = run_evaluate_step(retriever_uri, eval_uri, train_uri or None)
+    settings = start(**{"mlflow.tracking_uri": tracking_uri, "evaluation.judge.provider": judge_provider,
+                        "evaluation.judge.model": judge_model, "evaluation.judge.base_url": judge_base_url})
+    model_uri, retriever_uri = blank_to_none(model_uri), blank_to_none(retriever_uri)
+    train_uri, prompt_uri = blank_to_none(train_uri), blank_to_none(prompt_uri)
+    if bool(model_uri) == bool(retriever_uri):
+        raise ConfigError("give exactly one of --model-uri or --retriever-uri")
+    judge_cfg = settings.evaluation.judge
+    client = client_from_settings(judge_cfg) if judge_cfg.provider != "none" else None
+    judges = make_judges(client, list(judge_cfg.judges)) if client else None
+    judge_name = f"{judge_cfg.provider}:{judge_cfg.model}" if client else None
+    with mlflow.start_run(run_name=run_name) as run:
+        if retriever_uri:
+            metrics = run_evaluate_step(retriever_uri, eval_uri, train_uri, prompt_uri=prompt_uri, settings=settings,
+                                        judges=judges, judge_model=judge_name, limit=limit)
+        else:
+            if prompt_uri:
+                raise ConfigError("--prompt-uri applies to the chain (--retriever-uri); a model carries its prompt")
+            sources = train_source_ids(train_uri) if train_uri else None
+            outcome = evaluate_target(model_target(model_uri), load_eval_dataset(eval_uri, limit=limit),
+                                      settings=settings, judges=judges, judge_model=judge_name,
+                                      known_sources=sources, extra_params={"train_uri": train_uri or ""})
+            raise_on_judge_errors(outcome)
+            metrics = outcome.metrics
     for name in sorted(metrics):
         echo(f"{name}: {metrics[name]:.4f}")
+    if client is not None and client.cache is not None:
+        echo(f"judge calls: {client.calls} (cache hits {client.cache.hits})")
+    echo(f"run: {run.info.run_id}")
+
+
+@app.command("compare")
+def compare_command(
+    runs: list[str] = typer.Argument(..., help="Baseline run A, then one or more runs B compared with it."),  # noqa: B008
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    allow_different_datasets: bool = typer.Option(False, help="Compare runs scored on different dataset digests."),
+    samples: int = typer.Option(None, min=100, help="Bootstrap samples (default: settings)."),
+    seed: int = typer.Option(None, help="Bootstrap seed (default: settings)."),
+    log: bool = typer.Option(True, help="Log the comparison as an MLflow run with comparison.json."),
+    tracking_uri: str = TrackingUri,
+) -> None:
+    """Paired comparison on the same rows: B - A per metric, bootstrap CI, better / worse / not distinguishable."""
+    from evaluation.compare import compare_runs, format_table, log_comparison
+    from llmops.errors import ConfigError
+
+    if len(runs) < 2:
+        raise ConfigError("compare needs at least two runs: RUN_A RUN_B [...]")
+    settings = start(**{"mlflow.tracking_uri": tracking_uri, "evaluation.bootstrap_samples": samples,
+                        "evaluation.seed": seed})
+    cfg = settings.evaluation
+    comparisons = [compare_runs(runs[0], other, allow_different_datasets=allow_different_datasets,
+                                samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
+                   for other in runs[1:]]
+    logged = log_comparison(comparisons) if log else None
+    if as_json:
+        echo(json.dumps({"comparisons": [c.to_dict() for c in comparisons], "logged_run": logged}, indent=2))
+        return
+    for comparison in comparisons:
+        echo(format_table(comparison))
+    if logged:
+        echo(f"logged: run {logged} (comparison.json)")
 
 
 @app.command("gate")
 def gate_command(
     run_id: str = typer.Argument(..., help="Evaluation run id."),
     target: str = typer.Option("staging", help="Which gate set to check (staging, production)."),
+    against: str = typer.Option(None, help="Champion for the non-regression checks, e.g. models:/NAME@production."),
+    gates_file: Path = typer.Option(None, help="Gates YAML (default: settings evaluation.gates_file)."),  # noqa: B008
     tracking_uri: str = TrackingUri,
 ) -> None:
     """Print each gate with its numbers; exit non-zero when an enforced gate fails."""
-    from evaluation.gates import check_gates, load_gates
+    from evaluation.gates import champion_metrics, check_gates, load_gates
     from llmops.errors import GateFailedError
     from llmops.tracking import get_run
 
-    settings = start(**{"mlflow.tracking_uri": tracking_uri})
+    settings = start(**{"mlflow.tracking_uri": tracking_uri,
+                        "evaluation.gates_file": str(gates_file) if gates_file else None})
     gates = load_gates(settings.evaluation.gates_file)
-    results = check_gates(get_run(run_id).data.metrics, gates, target)
+    metrics = get_run(run_id).data.metrics
+    if gates.mode == "disabled":
+        echo("gates disabled in the gates file: nothing checked")
+        return
+    champion = None
+    if against:
+        found = champion_metrics(against)
+        if found is None:
+            echo(f"no champion at {against}: non-regression checks skipped")
+        else:
+            echo(f"champion: {found[0]}")
+            champion = found[1]
+    results = check_gates(metrics, gates, target, champion_metrics=champion)
     for result in results:
         echo(result.line())
-    if gates.mode == "enforced" and not all(r.passed for r in results):
-        raise GateFailedError(f"{sum(not r.passed for r in results)} gate(s) failed for {target}")
+    failed = sum(not r.passed for r in results)
+    if failed and gates.mode == "dry-run":
+        echo(f"dry-run: {failed} gate(s) would fail for {target}")
+    elif failed:
+        raise GateFailedError(f"{failed} gate(s) failed for {target}")
+    else:
+        echo(f"all {len(results)} gate(s) passed for {target}")
+
+
+@app.command("metrics")
+def metrics_command() -> None:
+    """List the metric names evaluation runs log (what gates may name)."""
+    from evaluation.scorers import known_metric_names
+
+    for name in known_metric_names():
+        echo(name)
+
+
+@review_app.command("export")
+def review_export(
+    run_id: str = typer.Argument(..., help="Evaluation run id."),
+    out: Path = typer.Option(..., help="Output file, .csv or .jsonl."),  # noqa: B008
+    n: int = typer.Option(20, min=1, help="Rows to export (seeded sample)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    tracking_uri: str = TrackingUri,
+) -> None:
+    """Write rows for human rating (fill `rating` 1..5 and optionally `comment`)."""
+    from evaluation.review import export_for_review
+
+    start(**{"mlflow.tracking_uri": tracking_uri})
+    echo(f"wrote {export_for_review(run_id, out, n=n, seed=seed)} row(s) to {out}")
+
+
+@review_app.command("import")
+def review_import(
+    run_id: str = typer.Argument(..., help="Evaluation run id the ratings belong to."),
+    ratings: Path = typer.Argument(..., help="The filled-in export (.csv or .jsonl)."),  # noqa: B008
+    reviewer: str = typer.Option(..., help="Who rated (recorded as the HUMAN source id)."),
+    scale_min: float = typer.Option(1.0, help="Lowest allowed rating."),
+    scale_max: float = typer.Option(5.0, help="Highest allowed rating."),
+    tracking_uri: str = TrackingUri,
+) -> None:
+    """Log ratings as human feedback on the rows' traces; print agreement with the automatic scores."""
+    from evaluation.review import import_ratings
+
+    start(**{"mlflow.tracking_uri": tracking_uri})
+    for line in import_ratings(run_id, ratings, reviewer, scale=(scale_min, scale_max)).lines():
+        echo(line)

@@ -43,3 +43,46 @@ def _rouge():
 def rouge_l(prediction: str, reference: str) -> float:
     """ROUGE-L F-measure (longest common subsequence), from Google's rouge-score package."""
     return float(_rouge().score(reference or "", prediction or "")["rougeL"].fmeasure)
+
+
+def bleu(prediction: str, reference: str) -> float:
+    """Sentence BLEU (sacrebleu, exponential smoothing) scaled to 0..1."""
+    import sacrebleu
+
+    if not (prediction or "").strip() or not (reference or "").strip():
+        return 0.0
+    return float(sacrebleu.sentence_bleu(prediction, [reference]).score) / 100.0
+
+
+_FENCE = re.compile(r"```[ \t]*([\w+#.-]*)[^\n]*\n(.*?)```", re.DOTALL)
+_PYTHON_TAGS = {"", "python", "py", "python3", "lang-python", "lang-py"}
+
+
+def python_code_blocks(text: str) -> list[str]:
+    """Fenced code blocks tagged as Python or untagged (Stack Overflow answers rarely tag their blocks)."""
+    return [body for tag, body in _FENCE.findall(text or "") if tag.lower() in _PYTHON_TAGS]
+
+
+def code_validity(text: str) -> tuple[float | None, str]:
+    """Share of Python code blocks that `ast.parse` accepts; None when the answer holds no code."""
+    import ast
+    import textwrap
+
+    blocks = python_code_blocks(text)
+    if not blocks:
+        return None, "no Python code blocks"
+    bad = []
+    for number, block in enumerate(blocks, start=1):
+        try:
+            ast.parse(textwrap.dedent(block))
+        except (SyntaxError, ValueError) as exc:
+            bad.append(f"block {number}: {getattr(exc, 'msg', exc)} (line {getattr(exc, 'lineno', '?')})")
+    value = 1 - len(bad) / len(blocks)
+    detail = "; ".join(bad) if bad else "all parse"
+    return value, f"{len(blocks) - len(bad)}/{len(blocks)} Python code block(s) parse: {detail}"
+
+
+def estimate_tokens(text: str) -> int:
+    """About 4 characters per token for English and code: used only when a provider reports no usage."""
+    text = text or ""
+    return (len(text) + 3) // 4

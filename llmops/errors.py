@@ -43,3 +43,15 @@ class InputError(LlmopsError):
     """Bad user input at serving time (empty question, malformed request)."""
 
     exit_code = 7
+
+
+class AccessDeniedError(LlmopsError):
+    """The tracking server refused an action to this user (e.g. an alias rule of the release policy)."""
+
+    exit_code = 10
+
+
+class ConflictError(LlmopsError):
+    """A concurrent change (another alias move) got there first; re-check and retry."""
+
+    exit_code = 11

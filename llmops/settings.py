@@ -122,7 +122,7 @@ class DataPrepSettings(_Section):
     max_answer_chars: int = Field(default=20_000, gt=0)
     default_site: str = Field(default="stackoverflow.com", description="Site of tables without a `site` column.")
     bigquery_site_column: bool = Field(default=False, description="BigQuery tables carry a `site` column.")
-    batch_rows: int = Field(default=20_000, gt=0, description="Rows per streamed record batch.")
+    batch_rows: int = Field(default=5_000, gt=0, description="Rows per streamed record batch.")
     workers: int = Field(default=0, ge=0, description="Cleaning processes; 0 = one per CPU (at most 4).")
     parquet_min_rows: int = Field(default=100_000, ge=0, description="Also write Parquet splits from this size.")
     duckdb_memory_limit: str = "1GB"
@@ -227,6 +227,7 @@ class EvaluationSettings(_Section):
     bootstrap_samples: int = Field(default=1000, ge=100, le=100_000)
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     seed: int = 0
+    workers: int = Field(default=4, ge=1, le=64, description="Rows evaluated in parallel (SQLite stores: keep small).")
     price_model: str = Field(default="local", description="Key of `prices` used for the cost per 1,000 queries.")
     prices: dict[str, PriceSettings] = Field(default_factory=_default_prices)
     judge: JudgeSettings = Field(default_factory=JudgeSettings)

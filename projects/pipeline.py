@@ -126,11 +126,15 @@ def run_pipeline(settings: Settings, promote_to: str = "staging", log: Callable[
         prep = driver.step("prepare_data", {
             "tag_pattern": data.tag_pattern, "answer_date_cutoff": data.answer_date_cutoff,
             "limit": data.limit, "eval_percent": data.eval_percent,
+            "test_percent": settings.dataprep.test_percent,
+            "question_date_from": settings.dataprep.question_date_from or "",
+            "question_date_to": settings.dataprep.question_date_to or "",
         }, extra=f"{warehouse_fingerprint(settings)}:{settings.prompt.name}")
         train_uri, eval_uri = prep.data.tags["llmops.train_uri"], prep.data.tags["llmops.eval_uri"]
+        # The evaluate/register steps below take the local retriever; hf/vertex register from `llmops tune`.
         tune = driver.step("tune", {
-            "train_uri": train_uri, "eval_uri": eval_uri, "vectorizer": settings.backend.vectorizer,
-            "abstain_value": settings.backend.abstain_value,
+            "backend": "local", "train_uri": train_uri, "eval_uri": eval_uri,
+            "vectorizer": settings.backend.vectorizer, "abstain_value": settings.backend.abstain_value,
         })
         evaluate = driver.step("evaluate", {
             "retriever_uri": tune.data.tags["llmops.retriever_uri"], "eval_uri": eval_uri, "train_uri": train_uri,

@@ -1,4 +1,7 @@
-"""The question-answering chain: pre-process -> render the pinned prompt -> backend -> post-process.
+"""The question-answering chain as a LangChain LCEL runnable, one MLflow trace span per stage:
+
+    preprocess (normalise, length guard) -> grounding (k similar train Q/A with ids) -> prompt (the pinned
+    registry version) -> llm (the configured provider) -> postprocess (safety, refusal, citations)
 
 The same class runs in evaluation (in-process) and in the registered pyfunc model (models-from-code),
 so what is evaluated is what is served.
@@ -6,87 +9,221 @@ so what is evaluated is what is served.
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import mlflow.pyfunc
 from pydantic import BaseModel, Field
 
-from backends.base import Backend
+from backends.base import Backend, Citation, Generation, Safety
 from llmops.errors import InputError
 from prompts.registry import PinnedPrompt
 
+log = logging.getLogger(__name__)
+
 CHAIN_NAME = "so-qa-retrieval"
 MAX_QUESTION_CHARS = 8000
+DEFAULT_REFUSAL = "I can't help with that request: the response was withheld by the safety filter."
 _WS = re.compile(r"[ \t]+")
+
+
+def chain_name_for(provider_kind: str) -> str:
+    """`so-qa-retrieval` for the default local answerer, `so-qa-grounded-<kind>` for generative providers."""
+    return CHAIN_NAME if provider_kind == "retrieval" else f"so-qa-grounded-{provider_kind}"
 
 
 class CitationOut(BaseModel):
     source_id: str
     link: str
-    similarity: float
+    similarity: float | None = None
+    start_index: int | None = None
+    end_index: int | None = None
+    title: str | None = None
+    kind: str = "retrieval"
+
+
+class SafetyCategoryOut(BaseModel):
+    category: str
+    probability: float | None = None
+    severity: float | None = None
+    probability_label: str | None = None
+    severity_label: str | None = None
+    blocked: bool = False
+
+
+class SafetyOut(BaseModel):
+    blocked: bool
+    categories: list[SafetyCategoryOut] = Field(default_factory=list)
+    source: str
+    reason: str | None = None
 
 
 class ChainResponse(BaseModel):
-    """One answer as returned by `llmops serve predict`, the pyfunc and `/invocations`."""
+    """One answer as returned by `llmops serve predict`, the pyfunc and `/invocations` (docs/prompts.md)."""
 
     answer: str
     citations: list[CitationOut] = Field(default_factory=list)
     abstained: bool
+    safety: SafetyOut
     model_name: str | None = None
     model_version: str | None = None
     prompt_name: str
     prompt_version: int
     instruction_hash: str
     chain: str = CHAIN_NAME
+    provider: str | None = None
+    model_id: str | None = None
 
 
-def preprocess(question: Any) -> str:
+def preprocess(question: Any, max_chars: int = MAX_QUESTION_CHARS) -> str:
     """Normalise whitespace and guard length; an empty question is the caller's error."""
     if not isinstance(question, str):
         raise InputError(f"question must be a string, got {type(question).__name__}")
     text = "\n".join(_WS.sub(" ", line).strip() for line in question.replace("\r\n", "\n").split("\n")).strip()
     if not text:
         raise InputError("question is empty")
-    if len(text) > MAX_QUESTION_CHARS:
-        raise InputError(f"question is {len(text)} characters long; the limit is {MAX_QUESTION_CHARS}")
+    if len(text) > max_chars:
+        raise InputError(f"question is {len(text)} characters long; the limit is {max_chars}")
     return text
 
 
 class QAChain:
-    """Composes the stages; stateless apart from the backend and the pinned prompt."""
+    """Composes the stages. `blocked_count` counts responses the safety post-processing replaced by a refusal."""
 
     def __init__(self, backend: Backend, prompt: PinnedPrompt, model_name: str | None = None,
-                 model_version: str | None = None) -> None:
+                 model_version: str | None = None, *, grounding: Any = None, grounding_k: int = 3,
+                 classifier: Any = None, refusal_message: str = DEFAULT_REFUSAL,
+                 max_question_chars: int = MAX_QUESTION_CHARS, chain_name: str | None = None,
+                 provider: str | None = None, model_id: str | None = None, max_concurrency: int = 4) -> None:
+        from backends.safety import load_classifier
+
         self.backend = backend
         self.prompt = prompt
         self.model_name = model_name
         self.model_version = model_version
+        self.grounding = grounding
+        self.grounding_k = grounding_k
+        self.classifier = classifier or load_classifier()
+        self.refusal_message = refusal_message
+        self.max_question_chars = max_question_chars
+        self.provider = provider or getattr(backend, "name", None)
+        self.chain_name = chain_name or chain_name_for(self.provider or "retrieval")
+        self.model_id = model_id or getattr(backend, "model", None) or self.provider
+        self.max_concurrency = max_concurrency
+        self.blocked_count = 0
+        self._lock = threading.Lock()
+        self.runnable = self._build_runnable()
+
+    def _build_runnable(self):
+        from prompts.chains.definition import build_qa_runnable
+
+        return build_qa_runnable(self)
+
+    # -- stages: each takes and returns a dict of state, inside its own span --------------------------------------
+
+    def _preprocess_stage(self, state: dict[str, Any]) -> dict[str, Any]:
+        with mlflow.start_span(name="preprocess", span_type="PARSER") as span:
+            span.set_inputs({"question": state["raw"]})
+            question = preprocess(state["raw"], self.max_question_chars)
+            span.set_outputs({"question": question})
+        return {**state, "question": question}
+
+    def _grounding_stage(self, state: dict[str, Any]) -> dict[str, Any]:
+        with mlflow.start_span(name="grounding", span_type="RETRIEVER") as span:
+            span.set_inputs({"question": state["question"], "k": self.grounding_k})
+            docs = self.grounding.top_k(state["question"], self.grounding_k) if self.grounding is not None else []
+            span.set_outputs([{"page_content": d.answer[:500], "metadata": {"doc_uri": d.link, "chunk_id": d.source_id,
+                                                                             "similarity": d.similarity}}
+                              for d in docs])
+        return {**state, "context": docs}
+
+    def _prompt_stage(self, state: dict[str, Any]) -> dict[str, Any]:
+        from prompts.grounding import format_context
+
+        with mlflow.start_span(name="prompt", span_type="PARSER") as span:
+            span.set_attributes({"prompt_uri": self.prompt.uri, "instruction_hash": self.prompt.instruction_hash})
+            values = {"question": state["question"]}
+            if "context" in self.prompt.variables:
+                values["context"] = format_context(state["context"])
+            text = self.prompt.format(**values)
+            span.set_outputs({"prompt": text})
+        return {**state, "prompt": text}
+
+    def _llm_stage(self, state: dict[str, Any]) -> dict[str, Any]:
+        with mlflow.start_span(name="llm", span_type="LLM") as span:
+            span.set_attributes({"provider": self.provider or "", "model_id": self.model_id or ""})
+            span.set_inputs({"prompt": state["prompt"]})
+            generation = self.backend.generate(state["question"], state["prompt"])
+            span.set_outputs({"text": generation.text, "usage": generation.usage, "abstained": generation.abstained})
+        return {**state, "generation": generation}
+
+    def _postprocess_stage(self, state: dict[str, Any]) -> dict[str, Any]:
+        with mlflow.start_span(name="postprocess", span_type="PARSER") as span:
+            response = self._postprocess(state["generation"], state["context"])
+            span.set_attributes({"blocked": response["safety"]["blocked"],
+                                 "safety_source": response["safety"]["source"]})
+            span.set_outputs(response)
+        return response
+
+    # -- public API ------------------------------------------------------------------------------------------------
+
+    def answer_one(self, question: Any) -> dict[str, Any]:
+        with mlflow.start_span(name=self.chain_name, span_type="CHAIN") as span:
+            span.set_inputs({"question": question})
+            span.set_attributes({"prompt_uri": self.prompt.uri, "provider": self.provider or "",
+                                 "model_id": self.model_id or ""})
+            response = self.runnable.invoke({"raw": question})
+            span.set_outputs(response)
+        return response
 
     def answer_many(self, questions: list[Any]) -> list[dict[str, Any]]:
-        cleaned = [preprocess(q) for q in questions]
-        prompts = [self.prompt.format(question=q) for q in cleaned]
-        if hasattr(self.backend, "generate_many"):
-            generations = self.backend.generate_many(cleaned)
-        else:
-            generations = [self.backend.generate(q, p) for q, p in zip(cleaned, prompts, strict=True)]
-        return [self._postprocess(g) for g in generations]
+        for question in questions:  # reject bad input before any model call
+            preprocess(question, self.max_question_chars)
+        if self.provider == "retrieval" or len(questions) <= 1 or self.max_concurrency <= 1:
+            return [self.answer_one(q) for q in questions]
+        with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
+            return list(pool.map(self.answer_one, questions))
 
     def answer(self, question: Any) -> dict[str, Any]:
         return self.answer_many([question])[0]
 
-    def _postprocess(self, generation: Any) -> dict[str, Any]:
+    def _postprocess(self, generation: Generation, context: list[Any]) -> dict[str, Any]:
+        """Score safety (provider's own, else the local classifier), refuse when blocked, gather citations."""
+        safety: Safety = generation.safety if generation.safety is not None \
+            else self.classifier.classify(generation.text)
+        text = generation.text
+        if safety.blocked:
+            text = self.refusal_message
+            with self._lock:
+                self.blocked_count += 1
+            log.warning("response blocked by %s: %s", safety.source, safety.reason)
+        citations = [_citation_out(c) for c in generation.citations]
+        if self.provider != "retrieval":
+            citations += [CitationOut(source_id=d.source_id, link=d.link, similarity=d.similarity, kind="grounding")
+                          for d in context]
         return ChainResponse(
-            answer=generation.text,
-            citations=[CitationOut(**vars(c)) for c in generation.citations],
+            answer=text,
+            citations=citations,
             abstained=generation.abstained,
+            safety=SafetyOut.model_validate(safety.to_dict()),
             model_name=self.model_name,
             model_version=self.model_version,
             prompt_name=self.prompt.name,
             prompt_version=self.prompt.version,
             instruction_hash=self.prompt.instruction_hash,
+            chain=self.chain_name,
+            provider=self.provider,
+            model_id=self.model_id,
         ).model_dump()
+
+
+def _citation_out(citation: Citation) -> CitationOut:
+    return CitationOut(**vars(citation))
 
 
 def questions_from_input(model_input: Any) -> list[Any]:
@@ -114,35 +251,54 @@ def questions_from_input(model_input: Any) -> list[Any]:
     raise InputError(f"unsupported input type {type(model_input).__name__}")
 
 
+def chain_from_config(config: dict[str, Any], artifacts: dict[str, str], model_version: str | None = None,
+                      client: Any = None) -> QAChain:
+    """Rebuild the chain a logged model describes (model_config + artifacts); no secrets are in the config."""
+    from backends.factory import make_backend, provider_spec
+    from backends.safety import load_classifier
+    from prompts.grounding import GroundingIndex
+
+    prompt = PinnedPrompt.from_config(config)
+    spec = provider_spec(config.get("provider") or {"kind": "retrieval"})
+    backend = make_backend(spec, retriever_dir=artifacts.get("retriever"), params=prompt.model_parameters,
+                           client=client)
+    grounding = GroundingIndex.load(Path(artifacts["grounding"])) if artifacts.get("grounding") else None
+    safety = config.get("safety") or {}
+    return QAChain(
+        backend, prompt, model_name=config.get("registered_model_name"), model_version=model_version,
+        grounding=grounding, grounding_k=int(config.get("grounding_k", 3)),
+        classifier=load_classifier(safety.get("lexicon"), float(safety.get("threshold", 0.5))),
+        refusal_message=safety.get("refusal_message") or DEFAULT_REFUSAL,
+        max_question_chars=int(config.get("max_question_chars", MAX_QUESTION_CHARS)),
+        chain_name=config.get("chain"), provider=spec["kind"], model_id=config.get("model_id"),
+    )
+
+
 class QAChainModel(mlflow.pyfunc.PythonModel):
-    """The pyfunc wrapper logged from code: config and the fitted index come from the logged model."""
+    """The pyfunc wrapper logged from code: config and the fitted indexes come from the logged model."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        from backends.retrieval import RetrievalAnswerer
-
-        config = context.model_config or {}
-        prompt = PinnedPrompt(
-            name=config["prompt_name"],
-            version=int(config["prompt_version"]),
-            template=config["prompt_template"],
-            instruction_hash=config["instruction_hash"],
-        )
-        retriever_dir = Path(context.artifacts["retriever"])
-        backend = RetrievalAnswerer.load(retriever_dir)
-        name = config.get("registered_model_name")
-        self.chain = QAChain(backend, prompt, model_name=name, model_version=_own_version(name, retriever_dir))
+        config = dict(context.model_config or {})
+        artifacts = dict(context.artifacts or {})
+        anchor = Path(next(iter(artifacts.values()))) if artifacts else None
+        version = _own_version(config.get("registered_model_name"), anchor) if anchor else None
+        self.chain = chain_from_config(config, artifacts, model_version=version)
 
     def predict(self, context, model_input, params=None):  # no type hints: the signature is declared at log time
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+        from llmops.errors import BackendError
+
         try:
             return self.chain.answer_many(questions_from_input(model_input))
         except InputError as exc:
             raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
+        except BackendError as exc:
+            raise MlflowException(str(exc)) from exc
 
 
-def _own_version(name: str | None, retriever_dir: Path) -> str | None:
+def _own_version(name: str | None, artifact_dir: Path) -> str | None:
     """Find which registered version this model is, from its logged-model id; None when offline or unknown."""
     if not name:
         return None
@@ -150,7 +306,7 @@ def _own_version(name: str | None, retriever_dir: Path) -> str | None:
         from mlflow.models import Model
         from mlflow.tracking import MlflowClient
 
-        model_dir = retriever_dir.parent.parent
+        model_dir = artifact_dir.parent.parent
         model_id = Model.load(str(model_dir / "MLmodel")).model_id
         if not model_id:
             return None

@@ -39,3 +39,29 @@ def show_command(uri: str = typer.Argument(..., help="prompts:/NAME/VERSION or p
     start(**{"mlflow.tracking_uri": tracking_uri})
     pinned = load_pinned(uri)
     echo(f"{pinned.uri} (instruction {pinned.instruction_hash})\n{pinned.template}")
+
+
+@app.command("alias")
+def alias_command(name: str = typer.Argument(..., help="Prompt name."),
+                  version: int = typer.Argument(..., help="Version the alias should point to."),
+                  alias: str = typer.Argument(..., help="Alias to set or move, e.g. production."),
+                  tracking_uri: str = TrackingUri) -> None:
+    """Point prompts:/NAME@ALIAS at VERSION (the chain picks it up via `chain.prompt_uri`)."""
+    from prompts.registry import set_alias
+
+    start(**{"mlflow.tracking_uri": tracking_uri})
+    pinned = set_alias(name, version, alias)
+    echo(f"prompts:/{name}@{alias} -> {pinned.uri} (instruction {pinned.instruction_hash})")
+
+
+@app.command("diff")
+def diff_command(name: str = typer.Argument(..., help="Prompt name."),
+                 v1: int = typer.Argument(..., help="Older version."),
+                 v2: int = typer.Argument(..., help="Newer version."),
+                 tracking_uri: str = TrackingUri) -> None:
+    """Show a unified diff of two versions' templates and llmops tags."""
+    from prompts.registry import diff_versions
+
+    start(**{"mlflow.tracking_uri": tracking_uri})
+    text = diff_versions(name, v1, v2)
+    echo(text or f"prompts:/{name}/{v1} and /{v2} are identical")

@@ -8,7 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from llmops.errors import ConfigError, NotFoundError
 
@@ -51,7 +58,31 @@ class PromptTemplate(BaseModel):
             raise ValueError(f"template uses undeclared variable(s): {', '.join(sorted(used - declared))}")
         if declared - used:
             raise ValueError(f"declared variable(s) not used in the template: {', '.join(sorted(declared - used))}")
+        if "instruction" not in declared:
+            raise ValueError("the template must use {{instruction}} (its hash ties training data to serving)")
+        if "question" not in declared:
+            raise ValueError("the template must use {{question}}")
+        if bool(self.few_shot) != ("examples" in declared):
+            raise ValueError("few_shot examples and the {{examples}} variable go together: give both or neither")
+        from backends.base import MODEL_PARAMETERS
+
+        unknown = sorted(set(self.model_parameters) - set(MODEL_PARAMETERS))
+        if unknown:
+            raise ValueError(f"unknown model parameter(s): {', '.join(unknown)} (known: {', '.join(MODEL_PARAMETERS)})")
         return self
+
+    @property
+    def examples_text(self) -> str:
+        """The few-shot block filled into `{{examples}}`: fixed at sync time, so it is part of the version."""
+        return "\n\n".join(f"Question:\n{e.question}\n\nAnswer:\n{e.answer}" for e in self.few_shot)
+
+    @property
+    def fixed_values(self) -> dict[str, str]:
+        """Variables the file itself fills (instruction, examples); the rest come at request time."""
+        values = {"instruction": self.instruction}
+        if "examples" in self.variables:
+            values["examples"] = self.examples_text
+        return values
 
     @property
     def instruction_hash(self) -> str:
@@ -66,7 +97,7 @@ class PromptTemplate(BaseModel):
 
     def render(self, **values: str) -> str:
         """Fill the template; `instruction` comes from the file, the rest from the caller."""
-        values = {"instruction": self.instruction, **values}
+        values = {**self.fixed_values, **values}
         return render_template(self.template, self.variables, values)
 
 
@@ -94,7 +125,10 @@ def load_template_file(path: Path) -> PromptTemplate:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "template"
-        raise ConfigError(f"prompt template {path}: {where}: {first['msg']}") from exc
+        msg = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            raise ConfigError(f"prompt template {path}: unknown key {where!r}") from exc
+        raise ConfigError(f"prompt template {path}: {where}: {msg}") from exc
     if template.name != Path(path).stem:
         raise ConfigError(f"prompt template {path}: name {template.name!r} must match the file name")
     return template

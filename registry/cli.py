@@ -1,12 +1,25 @@
-"""`llmops registry`: register the chain as a model version, promote it, show its bundle."""
+"""`llmops registry`: register, show a release bundle, approve, promote, roll back, read the alias ledger."""
 
 from __future__ import annotations
+
+import json
+import os
 
 import typer
 
 from llmops.cli_support import TrackingUri, blank_to_none, echo, start
 
 app = typer.Typer(no_args_is_help=True)
+
+PolicyFile = typer.Option(None, "--policy", help="Promotion policy YAML (default: settings registry.policy_file).")
+
+
+def _releaser(tracking_uri: str | None, policy: str | None, model_name: str | None = None):
+    from registry.promote import Releaser
+
+    settings = start(**{"mlflow.tracking_uri": tracking_uri, "registry.policy_file": policy,
+                        "model.registered_name": blank_to_none(model_name)})
+    return settings, Releaser(settings)
 
 
 @app.command("register")
@@ -29,36 +42,115 @@ def register_command(
 
 @app.command("promote")
 def promote_command(
-    model_name: str = typer.Option(None, help="Registered model name (default: settings)."),
-    version: str = typer.Option(..., help="Model version to promote."),
-    alias: str = typer.Option("staging", "--to", "--alias", help="Target alias: staging or production."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check the gates, move nothing."),
+    name: str = typer.Argument(..., help="Registered model name ('' = settings model.registered_name)."),
+    version: str = typer.Argument(..., help="Model version to promote."),
+    alias: str = typer.Option("staging", "--to", "--alias", help="Target alias from the policy (staging, production)."),
+    reason: str = typer.Option(None, "--reason", help="Why; stored in the ledger."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Run every check, move nothing."),
+    policy: str = PolicyFile,
     tracking_uri: str = TrackingUri,
 ) -> None:
-    """Move the alias to the version when the gates pass on its eval run."""
+    """Run the policy's checks on the version and move the alias only when all pass (recorded in the ledger)."""
     import mlflow
 
-    from registry.promote import promote
-
-    settings = start(**{"model.registered_name": blank_to_none(model_name), "mlflow.tracking_uri": tracking_uri})
-    with mlflow.start_run(run_name="promote"):  # every promotion attempt leaves a run with its outcome
-        mlflow.set_tags({"llmops.step": "promote", "llmops.alias": alias, "llmops.model_version": version})
-        outcome = promote(settings.model.registered_name, version, alias, settings.evaluation.gates_file, dry_run)
-        mlflow.set_tag("llmops.moved", str(outcome.moved).lower())
+    settings, releaser = _releaser(tracking_uri, policy, name)
+    model_name = settings.model.registered_name
+    if os.environ.get("MLFLOW_RUN_ID"):  # inside an MLflow Project step: tag the step's run with the outcome
+        with mlflow.start_run():
+            mlflow.set_tags({"llmops.step": "promote", "llmops.alias": alias, "llmops.model_version": version})
+            outcome = releaser.promote(model_name, version, alias, reason, dry_run)
+            mlflow.set_tag("llmops.moved", str(outcome.move is not None).lower())
+    else:
+        outcome = releaser.promote(model_name, version, alias, reason, dry_run)
     echo(outcome.report())
 
 
-@app.command("show")
-def show_command(model_name: str = typer.Argument(...), version: str = typer.Argument(...),
-                 tracking_uri: str = TrackingUri) -> None:
-    """Print a version's release bundle (prompt, instruction hash, dataset digest, eval run) and aliases."""
-    from mlflow.tracking import MlflowClient
+@app.command("rollback")
+def rollback_command(
+    name: str = typer.Argument(..., help="Registered model name."),
+    alias: str = typer.Option("production", "--alias", help="Alias to move back."),
+    to_version: str = typer.Option(None, "--to", help="Version to move to (default: the previous one in the ledger)."),
+    reason: str = typer.Option(..., "--reason", help="Why; stored in the ledger."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would happen, move nothing."),
+    policy: str = PolicyFile,
+    tracking_uri: str = TrackingUri,
+) -> None:
+    """Move the alias back to the version it held before (per the ledger), recorded like any move."""
+    _, releaser = _releaser(tracking_uri, policy)
+    echo(releaser.rollback(name, alias, to_version, reason, dry_run).report())
 
+
+@app.command("approve")
+def approve_command(
+    name: str = typer.Argument(..., help="Registered model name."),
+    version: str = typer.Argument(..., help="Model version approved."),
+    by: str = typer.Option(..., "--by", help="Who approves."),
+    note: str = typer.Option(None, "--note", help="What was reviewed."),
+    policy: str = PolicyFile,
+    tracking_uri: str = TrackingUri,
+) -> None:
+    """Record an approval of a version (the policy may require N distinct approvers per alias)."""
+    _, releaser = _releaser(tracking_uri, policy)
+    approval = releaser.approve(name, version, by, note)
+    total = len({a.approver for a in releaser.ledger.approvals(name, version)})
+    echo(f"approved {name} v{version} by {approval.approver} ({total} distinct approver(s))")
+
+
+@app.command("history")
+def history_command(
+    name: str = typer.Argument(..., help="Registered model name."),
+    alias: str = typer.Option(None, "--alias", help="Only this alias."),
+    at: str = typer.Option(None, "--at", help="ISO 8601 time (naive = UTC): what each alias pointed at then."),
+    as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    policy: str = PolicyFile,
+    tracking_uri: str = TrackingUri,
+) -> None:
+    """The ledger of alias moves, or what each alias pointed at a given time."""
+    from registry.promote import parse_timestamp
+
+    when = parse_timestamp(at) if at is not None else None  # bad input fails before touching the store
+    _, releaser = _releaser(tracking_uri, policy)
+    if when is None:
+        moves = releaser.history(name, alias)
+        if as_json:
+            echo(json.dumps([m.as_dict() for m in moves], indent=2))
+            return
+        for move in moves:
+            echo(move.line())
+        if not moves:
+            echo(f"no alias moves of {name} recorded")
+        return
+    state = releaser.at(name, when, alias)
+    if as_json:
+        echo(json.dumps({"at": at, "aliases": {a: (m.to_version if m else None) for a, m in state.items()},
+                         "moves": {a: (m.as_dict() if m else None) for a, m in state.items()}}, indent=2))
+        return
+    for alias_name, move in state.items():
+        shown = f"v{move.to_version} (since {move.moved_at}, ledger #{move.id})" if move and move.to_version else "-"
+        echo(f"{name}@{alias_name} at {at}: {shown}")
+
+
+@app.command("show")
+def show_command(name: str = typer.Argument(...), version: str = typer.Argument(...),
+                 policy: str = PolicyFile, tracking_uri: str = TrackingUri) -> None:
+    """Print a version's release bundle, aliases, approvals and alias moves."""
+    from registry.checks import bundle_of, check_bundle
     from registry.promote import get_version
 
-    start(**{"mlflow.tracking_uri": tracking_uri})
-    mv = get_version(MlflowClient(), model_name, version)
-    echo(f"{model_name} v{mv.version}  aliases: {', '.join(mv.aliases) or '-'}")
-    for key in sorted(mv.tags):
-        if key.startswith("llmops."):
-            echo(f"  {key.removeprefix('llmops.')}: {mv.tags[key]}")
+    _, releaser = _releaser(tracking_uri, policy)
+    mv = get_version(releaser.client, name, version)
+    echo(f"{name} v{mv.version}  aliases: {', '.join(mv.aliases) or '-'}")
+    echo(f"bundle: {check_bundle(mv).line()}")
+    for key, value in bundle_of(mv).items():
+        echo(f"  {key}: {value if value is not None else 'MISSING'}")
+    extra = sorted(k for k in mv.tags if k.startswith("llmops.") and k.removeprefix("llmops.") not in bundle_of(mv))
+    for key in extra:
+        echo(f"  {key.removeprefix('llmops.')}: {mv.tags[key]}")
+    approvals = releaser.ledger.approvals(name, str(mv.version))
+    echo(f"approvals: {len(approvals)}")
+    for approval in approvals:
+        echo(f"  {approval.approver}: {approval.note or ''}")
+    moves = releaser.ledger.moves(name, version=str(mv.version))
+    echo(f"alias moves: {len(moves)}")
+    for move in moves:
+        echo(f"  {move.line()}")

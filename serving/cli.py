@@ -21,7 +21,7 @@ def predict_command(
     output: Path = typer.Option(None, "--output", help="Where batch answers go (JSONL); stdout when omitted."),
     tracking_uri: str = TrackingUri,
 ) -> None:
-    """Print the answer as JSON (schema: answer, citations, abstained, model/prompt versions)."""
+    """Print the answer as JSON (schema in docs/prompts.md: answer, citations, safety, versions)."""
     from serving.predict import load_model, predict, read_questions, write_answers
 
     if (question is None) == (input is None):
@@ -35,7 +35,8 @@ def predict_command(
     answers = predict(load_model(model), questions)
     if output is not None:
         write_answers(output, answers)
-        echo(f"wrote {len(answers)} answer(s) to {output}")
+        blocked = sum(1 for answer in answers if answer.get("safety", {}).get("blocked"))
+        echo(f"wrote {len(answers)} answer(s) to {output} ({blocked} blocked by the safety filter)")
     else:
         for answer in answers:
             echo(json.dumps(answer, ensure_ascii=False))

@@ -15,7 +15,7 @@ VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Every test runs in its own directory with no LLMOPS_* / MLflow variables leaking in."""
     for key in list(os.environ):
         if key.startswith("LLMOPS_") or key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID",
@@ -24,7 +24,22 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    yield tmp_path
+    _reset_mlflow_globals()
+
+
+def _reset_mlflow_globals() -> None:
+    """MLflow keeps the tracking/registry URI in module globals and mirrors them into os.environ: undo both."""
+    import mlflow
+    import mlflow.tracking._model_registry.utils as registry_utils
+
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    registry_utils._registry_uri = None
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",
+                "MLFLOW_EXPERIMENT_NAME"):
+        os.environ.pop(key, None)
 
 
 @pytest.fixture
@@ -37,8 +52,6 @@ def tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     yield uri
-    while mlflow.active_run():
-        mlflow.end_run()
 
 
 @pytest.fixture

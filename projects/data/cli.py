@@ -1,8 +1,9 @@
-"""`llmops data`: the data preparation step."""
+"""`llmops data`: the data preparation step and the Stack Exchange dump importer (thin over pure functions)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -13,17 +14,20 @@ data_app = typer.Typer(no_args_is_help=True)
 
 @data_app.command("prepare")
 def prepare_command(
-    tag_pattern: str = typer.Option(None, help="Regex over the question's `a|b` tags."),
+    tag_pattern: str = typer.Option(None, help="Regex over the question's `a|b` tags ('.*' for all)."),
     answer_date_cutoff: str = typer.Option(None, help="Keep accepted answers created on or after this date (YYYY-MM-DD)."),
     limit: str = typer.Option(None, help="Maximum question/answer pairs."),
     eval_percent: str = typer.Option(None, help="Percent of questions in the eval split (1-99)."),
-    output_dir: Path = typer.Option(None, help="Where dataset versions are written."),
+    test_percent: str = typer.Option(None, help="Percent of questions in an optional test split (0-50)."),
+    question_date_from: str = typer.Option(None, help="Keep questions created on or after (YYYY-MM-DD)."),
+    question_date_to: str = typer.Option(None, help="Keep questions created before (YYYY-MM-DD)."),
+    output_dir: Annotated[Path | None, typer.Option(help="Where dataset versions are written.")] = None,
     tracking_uri: str = TrackingUri,
 ) -> None:
-    """Query the warehouse, apply the instruction template, split and log a versioned dataset."""
+    """Query the warehouse, clean, apply the instruction template, split and log a versioned dataset."""
     import mlflow
 
-    from projects.data.prepare import log_dataset, prepare, write_dataset
+    from projects.data.prepare import run_data_step
     from projects.data.warehouse import open_warehouse
     from prompts.registry import sync_prompt
     from prompts.template import load_template
@@ -31,14 +35,31 @@ def prepare_command(
     settings = start(**{
         "data.tag_pattern": tag_pattern, "data.answer_date_cutoff": answer_date_cutoff, "data.limit": limit,
         "data.eval_percent": eval_percent, "data.output_dir": output_dir and str(output_dir),
-        "mlflow.tracking_uri": tracking_uri,
+        "dataprep.test_percent": test_percent, "dataprep.question_date_from": question_date_from,
+        "dataprep.question_date_to": question_date_to, "mlflow.tracking_uri": tracking_uri,
     })
     template = load_template(settings.prompt.name, settings.prompt.templates_dir)
-    warehouse = open_warehouse(settings.warehouse)
+    warehouse = open_warehouse(settings)  # table/credential problems fail before any run exists
     with mlflow.start_run(run_name="prepare_data"):
         prompt, _ = sync_prompt(template)
-        prepared = prepare(settings, warehouse, prompt)
-        directory = write_dataset(prepared, Path(settings.data.output_dir))
-        uris = log_dataset(prepared, directory)
-    echo(f"dataset {prepared.digest}: {len(prepared.train)} train / {len(prepared.eval)} eval -> {directory}")
-    echo(f"train: {uris['train']}\neval: {uris['eval']}")
+        outcome = run_data_step(settings, warehouse, prompt, log=echo)
+    sizes = " / ".join(f"{n} {split}" for split, n in outcome.splits.items())
+    where = f"reused run {outcome.reused_from}" if outcome.reused_from else str(outcome.directory)
+    echo(f"dataset {outcome.digest}: {sizes} -> {where}")
+    echo(f"train: {outcome.uris['train']}\neval: {outcome.uris['eval']}")
+
+
+@data_app.command("import-dump")
+def import_dump_command(
+    posts_xml: Annotated[Path, typer.Argument(help="A Stack Exchange data-dump Posts.xml.")],
+    site: Annotated[str, typer.Option(help="The site the dump is from, e.g. ai.stackexchange.com.")],
+    out: Annotated[Path, typer.Option(help="Directory for posts_questions.parquet and posts_answers.parquet.")],
+) -> None:
+    """Stream Posts.xml into BigQuery-shaped Parquet tables (with a `site` column) for the DuckDB engine."""
+    from projects.data.importer import import_posts
+
+    result = import_posts(posts_xml, site, out)
+    echo(f"{result.questions:,} questions, {result.answers:,} answers ({result.skipped:,} other posts skipped)")
+    echo("warehouse:\n  tables:")
+    for name, path in result.tables.items():
+        echo(f"    {name}: {path}")

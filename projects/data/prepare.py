@@ -1,131 +1,358 @@
-"""The data step: query the warehouse, build instruction examples, split, write and log a versioned dataset."""
+"""The data step: query -> clean -> dedup -> template -> split -> versioned files, logged to MLflow.
+
+Memory stays bounded at any size: the warehouse streams record batches, cleaning runs batch by batch (in worker
+processes when there is more than one batch), rows land in an on-disk DuckDB staging database, and every later
+stage (dedup, template, split, digest, report, files) is SQL over that database with a memory limit.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import os
+import shutil
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import pyarrow as pa
+
 from llmops.errors import DataError
 from llmops.fsutil import atomic_path
 from llmops.settings import Settings
-from llmops.tracking import storage_uri
-from projects.data.transform import build_examples, check_columns, dataset_digest, split_of
-from projects.data.warehouse import Warehouse, load_query
+from projects.data.clean import (
+    CLEAN_SCHEMA,
+    CleanOptions,
+    clean_batch,
+    clean_batch_ipc,
+    from_ipc,
+    to_ipc,
+)
+from projects.data.formats import EXAMPLE_COLUMNS, streamed_digest, write_split
+from projects.data.report import build_report
+from projects.data.split import SPLITS
+from projects.data.transform import check_columns
+from projects.data.warehouse import Warehouse, load_query, query_params
 from prompts.registry import PinnedPrompt
 
 TRAIN_FILE = "train.jsonl"
 EVAL_FILE = "eval.jsonl"
 STATS_FILE = "stats.json"
+REPORT_FILE = "validation_report.json"
 ARTIFACT_DIR = "datasets"
+FUNNEL_QUERY = "qa_funnel"
+_SENTINEL = "\x00QUESTION\x00"
+
+
+@dataclass
+class Prepared:
+    """A dataset version, staged in DuckDB and not yet written."""
+
+    digest: str
+    splits: dict[str, int]
+    report: dict[str, Any]
+    stats: dict[str, Any]
+    prompt: PinnedPrompt
+    con: Any = field(repr=False)
 
 
 @dataclass(frozen=True)
-class PreparedData:
-    train: list[dict[str, Any]]
-    eval: list[dict[str, Any]]
+class Outcome:
     digest: str
-    prompt: PinnedPrompt
-    stats: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, int]
+    uris: dict[str, str]
+    directory: Path | None
+    reused_from: str | None = None
 
 
-def query_params(settings: Settings) -> dict[str, Any]:
-    data = settings.data
-    return {"tag_pattern": data.tag_pattern, "answer_date_cutoff": data.answer_date_cutoff, "limit": data.limit}
+def clean_options(settings: Settings, prompt: PinnedPrompt) -> CleanOptions:
+    prep = settings.dataprep
+    return CleanOptions(
+        prep.default_site, prep.min_answer_chars, prep.max_question_chars, prep.max_answer_chars,
+        tuple(_template_parts(prompt)), prompt.name, prompt.version, prompt.instruction_hash,
+        settings.data.eval_percent, prep.test_percent,
+    )
 
 
-def prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt) -> PreparedData:
-    """Pure apart from the warehouse read: the same rows and prompt version give the same digest."""
-    table = warehouse.query(load_query(settings.data.query), query_params(settings))
-    check_columns(table.column_names)
-    rows = table.to_pylist()
-    examples, dropped = build_examples(rows, prompt)
-    if not examples:
+def check_writable(output_dir: Path) -> None:
+    """Fail before any work (and any MLflow artifact) when the dataset could not be written."""
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(f"output directory {output_dir} is not writable: {exc.strerror or exc}") from exc
+
+
+def _workers(setting: int) -> int:
+    return setting or max(1, min(4, os.cpu_count() or 1))
+
+
+def cleaned_batches(batches: Iterator[pa.RecordBatch], options: CleanOptions,
+                    workers: int) -> Iterator[tuple[pa.Table, dict[str, int], dict[str, int]]]:
+    """Clean batches in order; a process pool starts only when a second batch shows there is more than one."""
+    first = next(batches, None)
+    if first is None:
+        return
+    check_columns(first.schema.names)
+    second = next(batches, None)
+    if second is None or workers <= 1:
+        for batch in (first, second) if second is not None else (first,):
+            yield clean_batch(batch, options)
+        for batch in batches:
+            yield clean_batch(batch, options)
+        return
+    import multiprocessing
+
+    payload = asdict(options)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        pending: list[Future] = []
+
+        def drain(limit: int) -> Iterator[tuple[pa.Table, dict[str, int], dict[str, int]]]:
+            while len(pending) > limit:
+                data, dropped, nulls = pending.pop(0).result()
+                yield from_ipc(data), dropped, nulls
+
+        for batch in _chain(first, second, batches):
+            pending.append(pool.submit(clean_batch_ipc, (to_ipc(batch), payload)))
+            yield from drain(workers)  # at most one batch per worker in flight, plus the one being read
+        yield from drain(0)
+
+
+def _chain(*head_and_rest: Any) -> Iterator[pa.RecordBatch]:
+    *head, rest = head_and_rest
+    yield from head
+    yield from rest
+
+
+def _staging(path: Path, memory_limit: str):
+    import duckdb
+
+    con = duckdb.connect(str(path))
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
+    con.execute(f"SET memory_limit = '{memory_limit}'")
+    con.execute(f"SET temp_directory = '{path.parent / 'spill'}'")
+    columns = ", ".join(f"{f.name} {'BIGINT' if f.type == pa.int64() else 'VARCHAR'}" for f in CLEAN_SCHEMA)
+    con.execute(f"CREATE TABLE clean ({columns})")
+    return con
+
+
+def _funnel(warehouse: Warehouse, params: dict[str, Any]) -> dict[str, int] | None:
+    """Counts per query filter; None when the engine cannot run it (it is a report, not a gate)."""
+    try:
+        rows = warehouse.query(load_query(FUNNEL_QUERY), params).to_pylist()
+    except DataError:
+        return None
+    return {key: int(value or 0) for key, value in rows[0].items()} if rows else None
+
+
+def _template_parts(prompt: PinnedPrompt) -> list[str]:
+    """The rendered template split around the question, so SQL can build input_text = p0 || q || p1 ..."""
+    return prompt.format(question=_SENTINEL).split(_SENTINEL)
+
+
+def _build_examples(con: Any) -> None:
+    """Drop exact duplicates (same question and answer text up to case; the lowest id wins), then keep one
+    answer per id. Only narrow key columns are grouped; the wide rows are read once, in staging order."""
+    con.execute("CREATE TEMP TABLE keep1 AS SELECT min_by(rowid, {'i': id, 'a': answer_id}) AS r "
+                "FROM clean GROUP BY exact_key")
+    con.execute("CREATE TEMP TABLE keep AS SELECT min_by(c.rowid, c.answer_id) AS r FROM clean c "
+                "SEMI JOIN keep1 k ON c.rowid = k.r GROUP BY c.id")
+    con.execute("CREATE TABLE examples AS SELECT c.* FROM clean c SEMI JOIN keep k ON c.rowid = k.r")
+
+
+def prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, workdir: Path,
+            log: Callable[[str], None] = lambda _: None) -> Prepared:
+    """Query, clean and stage; raises DataError when nothing (or only one side of the split) survives."""
+    data, prep = settings.data, settings.dataprep
+    params = query_params(settings)
+    con = _staging(workdir / "staging.duckdb", prep.duckdb_memory_limit)
+    funnel = _funnel(warehouse, params)
+    rows_from_query, cleaned = 0, 0
+    dropped: Counter[str] = Counter()
+    nulls: Counter[str] = Counter()
+    batches = warehouse.batches(load_query(data.query), params, prep.batch_rows)
+    for table, batch_dropped, batch_nulls in cleaned_batches(batches, clean_options(settings, prompt),
+                                                             _workers(prep.workers)):
+        rows_from_query += table.num_rows + sum(batch_dropped.values())
+        cleaned += table.num_rows
+        dropped.update(batch_dropped)
+        nulls.update(batch_nulls)
+        if table.num_rows:
+            con.register("incoming", table)
+            con.execute("INSERT INTO clean SELECT * FROM incoming")
+            con.unregister("incoming")
+    log(f"query returned {rows_from_query:,} row(s); {cleaned:,} after cleaning")
+    if cleaned == 0:
         raise DataError(
-            f"zero examples after filtering ({len(rows)} row(s) from the query; dropped: {dropped}); "
-            "check data.tag_pattern and data.answer_date_cutoff"
+            f"zero examples after filtering ({rows_from_query} row(s) from the query; dropped: {dict(dropped)}); "
+            "check data.tag_pattern, data.answer_date_cutoff and the question date window"
         )
-    train = [e for e in examples if split_of(e["question_id"], settings.data.eval_percent) == "train"]
-    evaluation = [e for e in examples if split_of(e["question_id"], settings.data.eval_percent) == "eval"]
-    if not train or not evaluation:
-        raise DataError(f"split left an empty side (train={len(train)}, eval={len(evaluation)}); add data")
+    _build_examples(con)
+    splits = {split: 0 for split in SPLITS}
+    splits.update(dict(con.execute("SELECT split, count(*) FROM examples GROUP BY split").fetchall()))
+    if not prep.test_percent:
+        splits.pop("test")
+    dropped["exact_duplicate"] = cleaned - sum(splits.values())
+    if not splits["train"] or not splits["eval"]:
+        raise DataError(f"split left an empty side (train={splits['train']}, eval={splits['eval']}); add data")
+    digest = streamed_digest(con, "examples")
+    report = build_report(con, "examples", funnel=funnel, rows_from_query=rows_from_query, cleaned=cleaned,
+                          dropped=dict(sorted(dropped.items())), nulls=dict(sorted(nulls.items())), splits=splits)
     stats = {
-        "rows_from_query": len(rows),
-        "examples": len(examples),
-        "train": len(train),
-        "eval": len(evaluation),
-        "dropped": dropped,
-        "query": settings.data.query,
-        "params": query_params(settings),
+        "rows_from_query": rows_from_query, "examples": sum(splits.values()), **splits,
+        "dropped": report["dropped"], "query": data.query, "params": params,
+        "eval_percent": data.eval_percent, "test_percent": prep.test_percent,
     }
-    return PreparedData(train, evaluation, dataset_digest(examples), prompt, stats)
+    return Prepared(digest, splits, report, stats, prompt, con)
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def write_dataset(prepared: PreparedData, output_dir: Path, now: datetime | None = None) -> Path:
-    """Write `<created>-<digest>/` with train/eval JSONL and stats; atomic, so no half-written version exists."""
+def write_dataset(prepared: Prepared, output_dir: Path, parquet_min_rows: int,
+                  now: datetime | None = None) -> tuple[Path, dict[str, dict[str, str]]]:
+    """Write `<created>-<digest>/` atomically: readers (and MLflow) never see a half-written version."""
     created = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     target = Path(output_dir) / f"{created}-{prepared.digest}"
+    parquet = sum(prepared.splits.values()) >= parquet_min_rows
     try:
         with atomic_path(target) as tmp:
             tmp.mkdir()
-            write_jsonl(tmp / TRAIN_FILE, prepared.train)
-            write_jsonl(tmp / EVAL_FILE, prepared.eval)
-            stats = {**prepared.stats, "digest": prepared.digest, "created": created, **prepared.prompt.as_config()}
-            (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2), encoding="utf-8")
+            files = {split: write_split(prepared.con, "examples", split, tmp, parquet) for split in prepared.splits}
+            stats = {**prepared.stats, "digest": prepared.digest, "created": created, "files": files,
+                     **prepared.prompt.as_config()}
+            (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2, default=str), encoding="utf-8")
+            (tmp / REPORT_FILE).write_text(json.dumps(prepared.report, indent=2, default=str), encoding="utf-8")
     except OSError as exc:
         raise DataError(f"cannot write dataset to {output_dir}: {exc.strerror or exc}") from exc
-    return target
+    except duckdb.Error as exc:
+        raise DataError(f"cannot write dataset to {output_dir}: {str(exc).splitlines()[0]}") from exc
+    return target, files
 
 
-def log_dataset(prepared: PreparedData, directory: Path) -> dict[str, str]:
-    """Log files as artifacts and the splits as MLflow dataset inputs of the active run; returns their URIs."""
+def previous_run(digest: str):
+    """A FINISHED data-step run that produced this digest and still has its files; None if there is none."""
     import mlflow
-    import mlflow.data
-    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    active = mlflow.active_run()
+    client = MlflowClient()
+    runs = client.search_runs(
+        [active.info.experiment_id],
+        filter_string=(f"tags.`llmops.dataset_digest` = '{digest}' and tags.`llmops.step` = 'prepare_data' "
+                       "and attributes.status = 'FINISHED'"),
+        order_by=["attributes.start_time DESC"], max_results=5,
+    )
+    for run in runs:
+        if run.info.run_id != active.info.run_id and "llmops.train_uri" in run.data.tags:
+            return run
+    return None
+
+
+def _log_common(prepared: Prepared, settings: Settings) -> None:
+    import mlflow
+
+    params = prepared.stats["params"]
+    mlflow.log_params({
+        "dataset_digest": prepared.digest, "prompt_name": prepared.prompt.name,
+        "prompt_version": prepared.prompt.version, "instruction_hash": prepared.prompt.instruction_hash,
+        "query": prepared.stats["query"], "engine": settings.warehouse.engine,
+        "eval_percent": settings.data.eval_percent, "test_percent": settings.dataprep.test_percent,
+        **{f"query.{k}": ("" if v is None else v) for k, v in params.items()},
+    })
+    leakage = prepared.report["leakage"]["eval_questions_with_train_duplicate"]
+    metrics = {f"n_{split}": n for split, n in prepared.splits.items()}
+    metrics.update(n_rows_from_query=prepared.stats["rows_from_query"], n_examples=prepared.stats["examples"],
+                   leakage_eval_questions=leakage,
+                   near_duplicate_groups=prepared.report["near_duplicates"]["groups"])
+    metrics.update({f"dropped_{reason}": n for reason, n in prepared.report["dropped"].items()})
+    mlflow.log_metrics(metrics)
+
+
+def log_dataset(prepared: Prepared, settings: Settings, directory: Path,
+                files: dict[str, dict[str, str]]) -> dict[str, str]:
+    """Log files, stats and `mlflow.data` inputs on the active run; tags last, so consumers see all or nothing."""
+    import mlflow
+
+    from llmops.tracking import storage_uri
 
     run = mlflow.active_run()
-    mlflow.log_params(
-        {
-            "dataset_digest": prepared.digest,
-            "prompt_name": prepared.prompt.name,
-            "prompt_version": prepared.prompt.version,
-            "instruction_hash": prepared.prompt.instruction_hash,
-            "query": prepared.stats["query"],
-            **{f"query.{k}": v for k, v in prepared.stats["params"].items()},
-        }
-    )
-    mlflow.log_metrics({"n_train": len(prepared.train), "n_eval": len(prepared.eval),
-                        "n_rows_from_query": prepared.stats["rows_from_query"]})
+    _log_common(prepared, settings)
     mlflow.log_artifacts(str(directory), ARTIFACT_DIR)
-    uris = {
-        split: f"runs:/{run.info.run_id}/{ARTIFACT_DIR}/{name}"
-        for split, name in (("train", TRAIN_FILE), ("eval", EVAL_FILE))
-    }
-    for split, rows in (("train", prepared.train), ("eval", prepared.eval)):
-        frame = pd.DataFrame(rows)[["id", "input_text", "output_text"]]
-        dataset = _from_pandas(
-            frame, source=storage_uri(uris[split]), targets="output_text", name=f"so-qa-{split}", digest=prepared.digest
-        )
-        mlflow.log_input(dataset, context="training" if split == "train" else "evaluation")
-    mlflow.set_tags({"llmops.step": "prepare_data", "llmops.dataset_digest": prepared.digest,
-                     "llmops.train_uri": uris["train"], "llmops.eval_uri": uris["eval"]})
+    uris = {split: f"runs:/{run.info.run_id}/{ARTIFACT_DIR}/{names['jsonl']}" for split, names in files.items()}
+    for split, uri in uris.items():
+        mlflow.log_input(_meta_dataset(storage_uri(uri), split, prepared.digest),
+                         context={"train": "training", "eval": "evaluation"}.get(split, split))
+    tags = {"llmops.step": "prepare_data", "llmops.dataset_digest": prepared.digest,
+            "llmops.dataset_dir": directory.name}
+    tags.update({f"llmops.{split}_uri": uri for split, uri in uris.items()})
+    tags.update({f"llmops.{split}_vertex_uri": f"runs:/{run.info.run_id}/{ARTIFACT_DIR}/{names['vertex']}"
+                 for split, names in files.items()})
+    mlflow.set_tags(tags)
     return uris
 
 
-def _from_pandas(*args, **kwargs):
-    """mlflow.data.from_pandas, without its warning that two local source types both match."""
+def log_reuse(prepared: Prepared, settings: Settings, previous) -> dict[str, str]:
+    """Point this run at the earlier run's files: same digest, nothing new written."""
+    import mlflow
+
+    _log_common(prepared, settings)
+    mlflow.log_dict(prepared.report, f"reports/{REPORT_FILE}")
+    copied = {k: v for k, v in previous.data.tags.items()
+              if k.startswith("llmops.") and (k.endswith("_uri") or k == "llmops.dataset_dir")}
+    mlflow.set_tags({**copied, "llmops.step": "prepare_data", "llmops.dataset_digest": prepared.digest,
+                     "llmops.reused_from": previous.info.run_id})
+    return {k.removeprefix("llmops.").removesuffix("_uri"): v for k, v in copied.items()
+            if k.endswith("_uri") and "_vertex" not in k}
+
+
+def _meta_dataset(source_uri: str, split: str, digest: str):
+    """A dataset input that names its source and schema without loading millions of rows into pandas."""
     import warnings
 
-    import mlflow.data
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        return mlflow.data.from_pandas(*args, **kwargs)
+        source = resolve_dataset_source(source_uri)
+    types = {"question_id": "long", "answer_id": "long", "prompt_version": "long"}
+    schema = Schema([ColSpec(types.get(name, "string"), name) for name in EXAMPLE_COLUMNS])
+    return MetaDataset(source=source, name=f"so-qa-{split}", digest=digest, schema=schema)
+
+
+def run_data_step(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt,
+                  log: Callable[[str], None] = lambda _: None) -> Outcome:
+    """The whole step inside the active MLflow run; any error leaves no dataset directory behind."""
+    output_dir = Path(settings.data.output_dir)
+    check_writable(output_dir)
+    workdir = Path(tempfile.mkdtemp(prefix="llmops-prep-"))
+    prepared = None
+    try:
+        try:
+            prepared = prepare(settings, warehouse, prompt, workdir, log)
+        except duckdb.Error as exc:  # the staging database (disk full, memory limit): one line, run FAILED
+            raise DataError(f"staging the dataset failed: {str(exc).splitlines()[0]}") from exc
+        previous = previous_run(prepared.digest) if settings.dataprep.reuse_by_digest else None
+        if previous is not None:
+            log(f"dataset {prepared.digest} unchanged: reusing run {previous.info.run_id}")
+            uris = log_reuse(prepared, settings, previous)
+            return Outcome(prepared.digest, prepared.splits, uris, None, previous.info.run_id)
+        directory, files = write_dataset(prepared, output_dir, settings.dataprep.parquet_min_rows)
+        try:
+            uris = log_dataset(prepared, settings, directory, files)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)  # the run fails; leave no orphan version on disk
+            raise
+        return Outcome(prepared.digest, prepared.splits, uris, directory)
+    finally:
+        if prepared is not None:
+            prepared.con.close()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +11,8 @@ import numpy as np
 
 from backends.retrieval import RetrievalAnswerer, choose_threshold
 from evaluation.metrics import token_f1
-from llmops.tracking import storage_uri
-from projects.data.transform import dataset_digest
-from projects.datasets import prompt_of, read_examples
+from projects.tuning.common import TuningData, load_tuning_data
+from projects.tuning.tracking import log_series, log_tuning_inputs
 
 RETRIEVER_ARTIFACT = "retriever"
 
@@ -22,6 +21,14 @@ RETRIEVER_ARTIFACT = "retriever"
 class TuneResult:
     answerer: RetrievalAnswerer
     metrics: dict[str, float]
+    utility_curve: list[tuple[float, float]] = field(default_factory=list)
+
+
+def utility_curve(sims: np.ndarray, quality: np.ndarray, abstain_value: float,
+                  points: int = 21) -> list[tuple[float, float]]:
+    """Mean utility on eval at evenly spaced thresholds: the curve the threshold choice maximises."""
+    return [(float(t), float(np.where(sims >= t, quality, abstain_value).mean()))
+            for t in np.linspace(0.0, 1.0, points)]
 
 
 def tune_retrieval(train: list[dict[str, Any]], evaluation: list[dict[str, Any]], vectorizer: str,
@@ -39,44 +46,24 @@ def tune_retrieval(train: list[dict[str, Any]], evaluation: list[dict[str, Any]]
         "eval_utility": float(np.where(answered, quality, abstain_value).mean()),
         "index_size": float(len(train)),
     }
-    return TuneResult(answerer, metrics)
+    return TuneResult(answerer, metrics, utility_curve(np.asarray(sims), quality, abstain_value))
 
 
-def run_tune_step(train_uri: str, eval_uri: str, vectorizer: str, abstain_value: float) -> str:
-    """Fit, log params/metrics/artifact to the active run; returns the retriever artifact URI."""
+def run_tune_step(train_uri: str, eval_uri: str, vectorizer: str, abstain_value: float,
+                  data: TuningData | None = None) -> str:
+    """Fit, log params/metrics/curve/artifact to the active run; returns the retriever artifact URI."""
     import mlflow
-    import mlflow.data
-    import pandas as pd
 
-    train, evaluation = read_examples(train_uri), read_examples(eval_uri)
-    prompt_name, prompt_version, instruction_hash = prompt_of(train + evaluation)
-    digest = dataset_digest(train + evaluation)
+    data = data or load_tuning_data(train_uri, eval_uri)
     run_id = mlflow.active_run().info.run_id
-    mlflow.log_params({
-        "backend": "local", "model": "retrieval", "vectorizer": vectorizer, "abstain_value": abstain_value,
-        "train_uri": train_uri, "eval_uri": eval_uri, "dataset_digest": digest,
-        "prompt_name": prompt_name, "prompt_version": prompt_version, "instruction_hash": instruction_hash,
-    })
-    for split, rows, uri in (("train", train, train_uri), ("eval", evaluation, eval_uri)):
-        frame = pd.DataFrame(rows)[["id", "input_text", "output_text"]]
-        mlflow.log_input(_from_pandas(frame, source=storage_uri(uri), name=f"so-qa-{split}", digest=digest),
-                         context="training" if split == "train" else "evaluation")
-    result = tune_retrieval(train, evaluation, vectorizer, abstain_value)
+    log_tuning_inputs("local", f"retrieval-{vectorizer}", {"vectorizer": vectorizer, "abstain_value": abstain_value},
+                      data)
+    result = tune_retrieval(data.train, data.eval, vectorizer, abstain_value)
     mlflow.log_metrics(result.metrics)
+    # Thresholds 0..1 as steps 0..20: MLflow plots the utility the threshold choice maximised.
+    log_series({"eval_utility_at_threshold": [(i, u) for i, (_t, u) in enumerate(result.utility_curve)]})
     with tempfile.TemporaryDirectory() as tmp:
         mlflow.log_artifacts(str(result.answerer.save(Path(tmp) / RETRIEVER_ARTIFACT)), RETRIEVER_ARTIFACT)
     uri = f"runs:/{run_id}/{RETRIEVER_ARTIFACT}"
-    mlflow.set_tags({"llmops.step": "tune", "llmops.dataset_digest": digest, "llmops.retriever_uri": uri,
-                     "llmops.eval_uri": eval_uri})
+    mlflow.set_tags({"llmops.retriever_uri": uri})
     return uri
-
-
-def _from_pandas(*args, **kwargs):
-    """mlflow.data.from_pandas, without its warning that two local source types both match."""
-    import warnings
-
-    import mlflow.data
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        return mlflow.data.from_pandas(*args, **kwargs)

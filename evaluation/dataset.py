@@ -1,0 +1,87 @@
+"""The eval dataset: JSONL rows with an id, a question and a reference answer, and its content digest.
+
+The prepared eval split (`projects.data`) qualifies as is; any JSONL with `question` and `answer` (or
+`expected_response`) does too. A row without a reference is refused: every reference-based score needs one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llmops.errors import DataError
+from llmops.tracking import download
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    row_id: str
+    question: str
+    reference: str
+
+    def record(self) -> dict[str, Any]:
+        """One `mlflow.genai.evaluate` data record."""
+        return {"inputs": {"question": self.question}, "expectations": {"expected_response": self.reference}}
+
+
+@dataclass(frozen=True)
+class EvalDataset:
+    uri: str
+    rows: list[EvalRow]
+    raw: list[dict[str, Any]]
+
+    @property
+    def digest(self) -> str:
+        """Digest of (id, question, reference) in id order: two runs with equal digests scored the same rows."""
+        hasher = hashlib.sha256()
+        for row in sorted(self.rows, key=lambda r: r.row_id):
+            hasher.update(json.dumps([row.row_id, row.question, row.reference], ensure_ascii=False).encode())
+            hasher.update(b"\n")
+        return hasher.hexdigest()[:16]
+
+
+def parse_rows(lines: list[str], uri: str) -> tuple[list[EvalRow], list[dict[str, Any]]]:
+    rows, raw, seen = [], [], set()
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"eval dataset {uri} line {number} is not JSON: {exc.msg}") from exc
+        if not isinstance(item, dict):
+            raise DataError(f"eval dataset {uri} line {number} is not a JSON object")
+        question = item.get("question")
+        if not isinstance(question, str) or not question.strip():
+            raise DataError(f"eval dataset {uri} line {number} has no question")
+        reference = item.get("answer", item.get("expected_response"))
+        if not isinstance(reference, str) or not reference.strip():
+            raise DataError(f"eval dataset {uri} line {number} has no reference answer "
+                            "('answer' or 'expected_response'); reference-based scores need one")
+        row_id = str(item.get("id") or item.get("question_id") or
+                     hashlib.sha256(question.encode()).hexdigest()[:12])
+        if row_id in seen:
+            raise DataError(f"eval dataset {uri} line {number} repeats row id {row_id}")
+        seen.add(row_id)
+        rows.append(EvalRow(row_id, question, reference))
+        raw.append(item)
+    if not rows:
+        raise DataError(f"eval dataset {uri} holds no rows")
+    return rows, raw
+
+
+def load_eval_dataset(uri: str, limit: int | None = None) -> EvalDataset:
+    """Load from a `runs:/`, `models:/` or local URI; `limit` keeps the first N rows (quick runs)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = download(uri, Path(tmp))
+        if path.is_dir():
+            raise DataError(f"eval dataset {uri} is a directory, expected a JSONL file")
+        lines = path.read_text(encoding="utf-8").splitlines()
+    rows, raw = parse_rows(lines, uri)
+    if limit is not None:
+        rows, raw = rows[:limit], raw[:limit]
+    return EvalDataset(uri, rows, raw)

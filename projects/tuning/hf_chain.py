@@ -1,0 +1,35 @@
+"""Models-from-code entry for an hf-tuned chain: QAChain(HFBackend(base + LoRA adapter), the pinned prompt)."""
+
+import mlflow
+import mlflow.pyfunc
+
+
+class HFChainModel(mlflow.pyfunc.PythonModel):
+    """Loads base + adapter once per process; the base comes bundled or from `base_model_path` in the config."""
+
+    def load_context(self, context):
+        from backends.hf import HFBackend
+        from prompts.chain import QAChain
+        from prompts.registry import PinnedPrompt
+
+        config = context.model_config or {}
+        prompt = PinnedPrompt.from_config(config)
+        base = context.artifacts.get("base_model") or config["base_model_path"]
+        backend = HFBackend.load(base, context.artifacts["adapter"], int(config.get("max_new_tokens", 256)))
+        self.chain = QAChain(backend, prompt, model_name=config.get("registered_model_name"),
+                             chain_name=config.get("chain"), provider="hf")
+
+    def predict(self, context, model_input, params=None):
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        from llmops.errors import InputError
+        from prompts.chain import questions_from_input
+
+        try:
+            return self.chain.answer_many(questions_from_input(model_input))
+        except InputError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
+
+
+mlflow.models.set_model(HFChainModel())

@@ -1,0 +1,127 @@
+"""What every tuning run records, and how it ends when interrupted.
+
+One run per tuning: params (backend, base model, hyperparameters, dataset digest and URIs, prompt version), the
+datasets as MLflow inputs, metric series in batches, duration. SIGTERM is turned into KeyboardInterrupt so that
+Ctrl-C and `kill` both end the run as KILLED (with the reason) before anything is registered.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from projects.tuning.common import TuningData
+
+FAILURE_TAG = "llmops.failure_reason"
+_BATCH = 1000  # MLflow's log_batch limit on metrics per call
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, like KeyboardInterrupt on SIGINT."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    def _raise(signum: int, _frame: Any) -> None:
+        raise Interrupted(f"received signal {signal.Signals(signum).name}")
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def tuning_run(run_name: str) -> Iterator[Any]:
+    """Start (or attach to, under `mlflow run`) the tuning run; end it FINISHED, FAILED or KILLED with a reason."""
+    import mlflow
+
+    started = time.monotonic()
+    with sigterm_as_interrupt():
+        run = mlflow.start_run(run_name=run_name)
+        try:
+            yield run
+        except KeyboardInterrupt as exc:
+            _end(run.info.run_id, "KILLED", f"interrupted: {exc or 'SIGINT'}", started)
+            raise
+        except BaseException as exc:
+            _end(run.info.run_id, "FAILED", f"{type(exc).__name__}: {exc}", started)
+            raise
+        _end(run.info.run_id, "FINISHED", None, started)
+
+
+def _end(run_id: str, status: str, reason: str | None, started: float) -> None:
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        client.log_metric(run_id, "duration_s", time.monotonic() - started)
+        if reason:
+            client.set_tag(run_id, FAILURE_TAG, reason[:5000])
+    finally:
+        mlflow.end_run(status)
+
+
+def log_tuning_inputs(backend: str, base_model: str, hyperparams: Mapping[str, Any], data: TuningData,
+                      seed: int | None = None) -> None:
+    """Params, tags and dataset inputs common to every backend (before training, so a failed run shows them)."""
+    import mlflow
+
+    # `tuning.*` / `hp.*` hold resolved values; `mlflow run` has already logged the raw -P values (blank means
+    # "from the settings") under the bare entry-point names, and MLflow refuses to change a logged param.
+    params = {
+        "tuning.backend": backend, "tuning.base_model": base_model, "train_uri": data.train_uri,
+        "eval_uri": data.eval_uri,
+        "dataset_digest": data.digest, "prompt_name": data.prompt_name, "prompt_version": data.prompt_version,
+        "instruction_hash": data.instruction_hash, "train_examples": len(data.train),
+        "eval_examples": len(data.eval), **{f"hp.{k}": v for k, v in hyperparams.items()},
+    }
+    if seed is not None:
+        params["tuning.seed"] = seed
+    mlflow.log_params(params)
+    mlflow.set_tags({"llmops.step": "tune", "llmops.tuning_backend": backend, "llmops.dataset_digest": data.digest,
+                     "llmops.eval_uri": data.eval_uri, "llmops.train_uri": data.train_uri})
+    log_dataset_inputs(data)
+
+
+def log_dataset_inputs(data: TuningData) -> None:
+    """The splits as MLflow dataset inputs (digest = the dataset version), shown on the run page."""
+    import warnings
+
+    import mlflow
+    import mlflow.data
+    import pandas as pd
+
+    from llmops.tracking import storage_uri
+
+    for split, rows, uri in (("train", data.train, data.train_uri), ("eval", data.eval, data.eval_uri)):
+        frame = pd.DataFrame(rows)[["id", "input_text", "output_text"]] if "input_text" in rows[0] else \
+            pd.DataFrame(rows)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            dataset = mlflow.data.from_pandas(frame, source=storage_uri(uri), name=f"so-qa-{split}",
+                                              digest=data.digest)
+        mlflow.log_input(dataset, context="training" if split == "train" else "evaluation")
+
+
+def log_series(series: Mapping[str, Sequence[tuple[int, float]]], run_id: str | None = None) -> None:
+    """Log metric histories (name -> [(step, value)]) with log_batch, 1000 values per call."""
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    run_id = run_id or mlflow.active_run().info.run_id
+    now = int(time.time() * 1000)
+    metrics = [Metric(name, float(value), now, int(step)) for name, points in series.items() for step, value in points]
+    client = MlflowClient()
+    for start in range(0, len(metrics), _BATCH):
+        client.log_batch(run_id, metrics=metrics[start:start + _BATCH])

@@ -1,0 +1,266 @@
+"""Evaluation end to end on one real SQLite store: run, compare, gate, review, and the bad inputs at the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+sys.path.insert(0, str(Path(__file__).parent))
+from judge_server import JudgeServer
+from synth import qa_rows
+
+N_EVAL = 16
+
+
+def cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """`llmops ...` in-process, through the real boundary (errors -> one line + exit code)."""
+    from llmops.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    out = capsys.readouterr()
+    return int(exit_info.value.code or 0), out.out, out.err
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Store, prompt, two retrievers (one abstains more), eval/train files, and three evaluation runs."""
+    from backends.retrieval import RetrievalAnswerer
+    from evaluation.dataset import load_eval_dataset
+    from evaluation.run import chain_target, evaluate_target
+    from llmops.settings import load_settings
+    from llmops.tracking import configure_mlflow
+
+    root = tmp_path_factory.mktemp("eval-world")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    settings = load_settings({"mlflow": {"tracking_uri": uri},
+                              "evaluation": {"judge": {"cache_dir": str(root / "cache")}}})
+    configure_mlflow(settings)
+    mlflow.set_registry_uri(uri)
+    mlflow.genai.register_prompt("qa-eval", "Answer this question: {{question}}")
+    train = qa_rows(30, seed=1, start_id=1)
+    eval_rows = qa_rows(N_EVAL, seed=2, start_id=5000)
+    files = {"train": write_jsonl(root / "train.jsonl", train), "eval": write_jsonl(root / "eval.jsonl", eval_rows),
+             "no_ref": write_jsonl(root / "no_ref.jsonl", [{**r, "answer": ""} for r in eval_rows[:3]])}
+    good = RetrievalAnswerer.fit(train)
+    good.save(root / "retr_good")
+    strict = RetrievalAnswerer.fit(train)
+    strict.threshold = 0.99
+    strict.save(root / "retr_strict")
+    runs = {}
+    dataset = load_eval_dataset(str(files["eval"]))
+    for name, retriever in [("a", "retr_good"), ("a2", "retr_good"), ("strict", "retr_strict")]:
+        with mlflow.start_run(run_name=name) as run:
+            evaluate_target(chain_target(str(root / retriever), "prompts:/qa-eval/1"), dataset, settings=settings,
+                            known_sources={str(r["question_id"]) for r in train})
+        runs[name] = run.info.run_id
+    yield {"root": root, "uri": uri, "files": files, "runs": runs, "settings": settings}
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+def test_run_logs_metrics_params_rows_and_plots(world) -> None:
+    from evaluation.compare import load_rows
+
+    run = MlflowClient().get_run(world["runs"]["a"])
+    for metric in ("answered_token_f1", "answered_rouge_l", "coverage", "cited/mean", "token_f1/mean",
+                   "rouge_l/mean", "exact_match/mean", "abstained/mean", "bleu/mean", "citation_valid/mean",
+                   "token_f1/ci_low", "token_f1/ci_high", "latency_ms/mean", "cost_per_1k_queries/mean"):
+        assert metric in run.data.metrics, metric
+    m = run.data.metrics
+    assert m["token_f1/ci_low"] <= m["token_f1/mean"] <= m["token_f1/ci_high"]
+    assert m["n_rows"] == N_EVAL and m["citation_valid/mean"] == 1.0
+    params = run.data.params
+    assert params["prompt_name"] == "qa-eval" and params["prompt_version"] == "1"
+    assert len(params["eval_digest"]) == 16 and params["judge_model"] == "none"
+    artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "plots")}
+    assert artifacts == {"plots/quality.png", "plots/operations.png"}
+    rows = load_rows(run.info.run_id)
+    assert len(rows) == N_EVAL and set(rows["row_id"]) == {str(5000 + i) for i in range(N_EVAL)}
+    # the per-row table agrees with the answered metrics recomputed from it
+    assert rows["token_f1"].mean() == pytest.approx(m["token_f1/mean"])
+    strict = MlflowClient().get_run(world["runs"]["strict"]).data.metrics
+    assert strict["coverage"] < m["coverage"]
+
+
+def test_identical_runs_not_distinguishable_and_logged(world, capsys) -> None:
+    runs = world["runs"]
+    code, out, _ = cli(["eval", "compare", runs["a"], runs["a2"], "--json", "--tracking-uri", world["uri"]], capsys)
+    assert code == 0
+    result = json.loads(out)
+    verdicts = {m["metric"]: m["verdict"] for m in result["comparisons"][0]["metrics"]}
+    quality = {k: v for k, v in verdicts.items() if k not in ("latency_ms",)}
+    assert set(quality.values()) == {"not distinguishable"}, verdicts
+    logged = MlflowClient().get_run(result["logged_run"])
+    assert logged.data.tags["llmops.step"] == "compare"
+    assert [a.path for a in MlflowClient().list_artifacts(logged.info.run_id) if a.path.endswith(".json")] == \
+        ["comparison.json"]
+
+
+def test_compare_detects_a_real_difference(world, capsys) -> None:
+    runs = world["runs"]
+    code, out, _ = cli(["eval", "compare", runs["a"], runs["strict"], "--no-log", "--tracking-uri", world["uri"]],
+                       capsys)
+    assert code == 0
+    line = next(ln for ln in out.splitlines() if ln.startswith("abstained"))
+    assert line.endswith("higher")  # the strict retriever abstains on every row
+    assert next(ln for ln in out.splitlines() if ln.startswith("token_f1")).endswith("worse")
+
+
+def test_compare_refuses_different_rows_and_datasets_without_artifact(world, capsys) -> None:
+    from evaluation.compare import load_rows
+    from evaluation.run import ROWS_ARTIFACT
+
+    a = world["runs"]["a"]
+    rows = load_rows(a)
+    digest = MlflowClient().get_run(a).data.params["eval_digest"]
+    made = {}
+    # Runs shaped like evaluation runs (params + rows table), cheaper than evaluating again.
+    for name, table, run_digest in [("eval_small", rows.iloc[:-2], digest), ("eval_changed", rows, "0" * 16)]:
+        with mlflow.start_run(run_name=name) as run:
+            mlflow.log_param("eval_digest", run_digest)
+            mlflow.log_table(table, artifact_file=ROWS_ARTIFACT)
+        made[name] = run.info.run_id
+    before = len(MlflowClient().search_runs([run.info.experiment_id], "tags.`llmops.step` = 'compare'"))
+    code, _, err = cli(["eval", "compare", a, made["eval_changed"], "--tracking-uri", world["uri"]], capsys)
+    assert code == 3 and "different datasets" in err and "--allow-different-datasets" in err
+    code, _, err = cli(["eval", "compare", a, made["eval_small"], "--allow-different-datasets",
+                        "--tracking-uri", world["uri"]], capsys)
+    assert code == 3 and "different rows" in err and "2 only in" in err
+    code, _, err = cli(["eval", "compare", a, "0123456789abcdef0123456789abcdef", "--tracking-uri", world["uri"]],
+                       capsys)
+    assert code == 4 and "not found" in err
+    after = len(MlflowClient().search_runs([run.info.experiment_id], "tags.`llmops.step` = 'compare'"))
+    assert after == before, "a refused comparison logs nothing"
+    code, out, _ = cli(["eval", "compare", a, made["eval_changed"], "--allow-different-datasets", "--no-log",
+                        "--tracking-uri", world["uri"]], capsys)
+    assert code == 0 and "exact_match" in out
+
+
+def test_gate_command_with_champion(world, capsys, tmp_path: Path) -> None:
+    runs, uri = world["runs"], world["uri"]
+    code, out, _ = cli(["eval", "gate", runs["a"], "--tracking-uri", uri], capsys)
+    assert code == 0 and "PASS  cited/mean = 1.0000" in out
+    code, out, err = cli(["eval", "gate", runs["strict"], "--tracking-uri", uri], capsys)
+    assert code == 5 and "FAIL  coverage = " in out and "(needs >= 0.1)" in out and "gate(s) failed" in err
+    # champion: a registered version whose eval run is `a`; the candidate `strict` regresses against it
+    client = MlflowClient()
+    client.create_registered_model("gate-model")
+    version = client.create_model_version("gate-model", "file:///nonexistent", tags={"llmops.eval_run_id": runs["a"]})
+    client.set_registered_model_alias("gate-model", "production", version.version)
+    gates = tmp_path / "gates.yaml"
+    gates.write_text("targets:\n  production:\n    - {metric: coverage, min: 0.0, max_regression: 0.05}\n")
+    code, out, _ = cli(["eval", "gate", runs["a2"], "--target", "production", "--against",
+                        "models:/gate-model@production", "--gates-file", str(gates), "--tracking-uri", uri], capsys)
+    assert code == 0 and "PASS  coverage vs champion" in out
+    code, out, _ = cli(["eval", "gate", runs["strict"], "--target", "production", "--against",
+                        "models:/gate-model@production", "--gates-file", str(gates), "--tracking-uri", uri], capsys)
+    assert code == 5 and "FAIL  coverage vs champion = " in out
+    code, out, _ = cli(["eval", "gate", runs["strict"], "--target", "production", "--against",
+                        "models:/gate-model@nobody", "--gates-file", str(gates), "--tracking-uri", uri], capsys)
+    assert "no champion at models:/gate-model@nobody" in out
+    dry = tmp_path / "dry.yaml"
+    dry.write_text(gates.read_text().replace("targets:", "mode: dry-run\ntargets:"))
+    code, out, _ = cli(["eval", "gate", runs["strict"], "--target", "production", "--gates-file", str(dry),
+                        "--against", "models:/gate-model@production", "--tracking-uri", uri], capsys)
+    assert code == 0 and "dry-run" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("targets:\n  staging:\n    - {metric: nonsense, min: 1}\n")
+    code, _, err = cli(["eval", "gate", runs["a"], "--gates-file", str(bad), "--tracking-uri", uri], capsys)
+    assert code == 2 and "unknown metric 'nonsense'" in err
+    code, _, err = cli(["eval", "gate", "nope", "--tracking-uri", uri], capsys)
+    assert code == 4 and "not found" in err
+
+
+def test_human_review_roundtrip(world, capsys, tmp_path: Path) -> None:
+    run_id, uri = world["runs"]["a"], world["uri"]
+    out_file = tmp_path / "review.csv"
+    code, out, _ = cli(["eval", "review", "export", run_id, "--out", str(out_file), "--n", "6",
+                        "--tracking-uri", uri], capsys)
+    assert code == 0 and "wrote 6 row(s)" in out
+    rows = list(csv.DictReader(out_file.open()))
+    assert len(rows) == 6 and all(r["rating"] == "" for r in rows)
+    bad = tmp_path / "bad.csv"
+    with bad.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows([{**rows[0], "rating": "9"}])
+    code, _, err = cli(["eval", "review", "import", run_id, str(bad), "--reviewer", "ann", "--tracking-uri", uri],
+                       capsys)
+    assert code == 3 and "outside the scale" in err
+    for i, row in enumerate(rows[:5]):  # one row left unrated
+        row["rating"] = str(1 + i % 5)
+        row["comment"] = f"note {i}"
+    with out_file.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    code, out, _ = cli(["eval", "review", "import", run_id, str(out_file), "--reviewer", "ann",
+                        "--tracking-uri", uri], capsys)
+    assert code == 0 and "logged 5 human rating(s); skipped 1" in out and "token_f1" in out
+    trace = mlflow.get_trace(rows[0]["trace_id"])
+    human = [a for a in trace.info.assessments if a.name == "human_rating"]
+    assert len(human) == 1 and human[0].source.source_type == "HUMAN" and human[0].source.source_id == "ann"
+    assert human[0].value == float(rows[0]["rating"])
+
+
+def test_cli_run_with_judges_cache_and_bad_inputs(world, capsys) -> None:
+    files, uri, root = world["files"], world["uri"], world["root"]
+    server = JudgeServer().start()
+    try:
+        base = ["eval", "run", "--eval-uri", str(files["eval"]), "--retriever-uri", str(root / "retr_good"),
+                "--prompt-uri", "prompts:/qa-eval/1", "--train-uri", str(files["train"]), "--limit", "6",
+                "--judge-provider", "openai", "--judge-model", "stub-judge", "--judge-base-url", server.base_url,
+                "--tracking-uri", uri]
+        env = {"LLMOPS_EVALUATION__JUDGE__CACHE_DIR": str(root / "judge-cache"),
+               "LLMOPS_EVALUATION__JUDGE__JUDGES": '["correctness", "relevance"]'}
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            code, out, err = cli(base, capsys)
+            assert code == 0, err
+            assert server.requests == 12 and "correctness/mean" in out
+            first = [ln for ln in out.splitlines() if ln.startswith(("correctness/mean", "relevance/mean"))]
+            code, out, _ = cli(base, capsys)
+            assert code == 0 and server.requests == 12, "the rerun is served from the cache"
+            assert "judge calls: 0 (cache hits 12)" in out
+            assert [ln for ln in out.splitlines() if ln.startswith(("correctness/mean", "relevance/mean"))] == first
+            server.mode = "garbage"
+            mp.setenv("LLMOPS_EVALUATION__JUDGE__CACHE_DIR", str(root / "fresh-cache"))
+            code, _, err = cli(base[:-2] + ["--limit", "2", "--tracking-uri", uri], capsys)
+            assert code == 6 and "unparseable" in err and "judge call(s)" in err
+    finally:
+        server.stop()
+    code, _, err = cli(["eval", "run", "--eval-uri", str(files["no_ref"]), "--retriever-uri",
+                        str(root / "retr_good"), "--prompt-uri", "prompts:/qa-eval/1", "--tracking-uri", uri], capsys)
+    assert code == 3 and "no reference answer" in err
+
+
+def test_cli_run_on_a_registered_model_uri(world, capsys) -> None:
+    import mlflow.pyfunc
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return [{"answer": "I do not know.", "citations": [], "abstained": False} for _ in model_input]
+
+    with mlflow.start_run(run_name="log-echo"):
+        mlflow.pyfunc.log_model(name="model", python_model=Echo(), pip_requirements=[],
+                                registered_model_name="echo-model")
+    code, out, err = cli(["eval", "run", "--eval-uri", str(world["files"]["eval"]), "--model-uri",
+                          "models:/echo-model/1", "--limit", "4", "--tracking-uri", world["uri"]], capsys)
+    assert code == 0, err
+    run_id = out.strip().splitlines()[-1].split()[-1]
+    run = MlflowClient().get_run(run_id)
+    assert run.data.params["model_name"] == "echo-model" and run.data.params["model_version"] == "1"
+    assert run.data.metrics["cited/mean"] == 0.0 and run.data.metrics["exact_match/mean"] == 0.0
