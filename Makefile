@@ -8,6 +8,8 @@ QUESTION ?= How do I check whether a file exists in Python?
 
 export MLFLOW_TRACKING_URI ?= sqlite:///$(DB)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Every step is a new Python process: let it reuse compiled bytecode.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help setup setup-all demo test lint ui clean
 

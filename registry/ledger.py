@@ -328,3 +328,10 @@ def open_ledger(ledger_uri: str | None, client: Any = None) -> Ledger:
         raise ConfigError(f"registry.ledger_uri must be a database URL (sqlite:///..., postgresql://...), "
                           f"got {ledger_uri!r}")
     return Ledger(create_engine(ledger_uri), client)
+
+
+def point_new_version(name: str, alias: str, version: str, ledger_uri: str | None = None,
+                      actor: str | None = None) -> Move:
+    """Registration's first alias (`dev`) goes through the ledger like every other move."""
+    return open_ledger(ledger_uri).move(name, alias, str(version), action="register", actor=default_actor(actor),
+                                        reason="new version registered")

@@ -89,6 +89,7 @@ def register_chain(model_name: str, tune_run_id: str, eval_run_id: str, alias: s
 
     from backends.factory import model_id as model_id_of
     from prompts.chain import chain_name_for
+    from registry.ledger import point_new_version
 
     settings = settings or load_settings()
     tune_run = get_run(tune_run_id)
@@ -159,7 +160,7 @@ def register_chain(model_name: str, tune_run_id: str, eval_run_id: str, alias: s
     try:
         for key, value in bundle.items():
             client.set_model_version_tag(model_name, version, f"llmops.{key}", value)
-        client.set_registered_model_alias(model_name, alias, version)
+        point_new_version(model_name, alias, version, settings.registry.ledger_uri, settings.registry.actor)
     except Exception:
         client.delete_model_version(model_name, version)
         raise

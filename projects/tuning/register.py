@@ -43,6 +43,9 @@ def register_tuned_chain(*, model_name: str, chain_file: Path, data: TuningData,
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
     from mlflow.tracking import MlflowClient
+
+    from llmops.settings import load_settings
+    from registry.ledger import point_new_version
     from mlflow.types import ColSpec, Schema
 
     run_id = mlflow.active_run().info.run_id
@@ -65,7 +68,8 @@ def register_tuned_chain(*, model_name: str, chain_file: Path, data: TuningData,
     try:
         for key, value in bundle.items():
             client.set_model_version_tag(model_name, version, f"llmops.{key}", value)
-        client.set_registered_model_alias(model_name, alias, version)
+        settings = load_settings()
+        point_new_version(model_name, alias, version, settings.registry.ledger_uri, settings.registry.actor)
         mlflow.set_tags({"llmops.model_name": model_name, "llmops.model_version": version,
                          "llmops.model_uri": f"models:/{model_name}/{version}"})
     except BaseException:

@@ -70,6 +70,14 @@ def world(tmp_path_factory):
         mlflow.end_run()
 
 
+@pytest.fixture(autouse=True)
+def _use_world_store(world) -> None:
+    """CLI calls re-point MLflow's globals; every test starts on the module's store and experiment."""
+    mlflow.set_tracking_uri(world["uri"])
+    mlflow.set_registry_uri(world["uri"])
+    mlflow.set_experiment("llmops")
+
+
 def test_run_logs_metrics_params_rows_and_plots(world) -> None:
     from evaluation.compare import load_rows
 

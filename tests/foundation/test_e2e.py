@@ -138,3 +138,10 @@ def test_unknown_entry_point_parameter_fails(loop: dict) -> None:
                    "-e", "prepare_data", "-P", "bogus=1"], loop["workdir"])
     assert result.returncode != 0
     assert "No such option: --bogus" in result.stderr
+
+
+def test_every_alias_move_is_in_the_ledger(loop: dict) -> None:
+    result = _run([str(BIN / "llmops"), "registry", "history", MODEL, "--json"], loop["workdir"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    moves = json.loads(result.stdout)
+    assert [(m["alias"], str(m["to_version"])) for m in moves] == [("dev", "1"), ("staging", "1")]
