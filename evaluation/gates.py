@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from llmops.errors import ConfigError, NotFoundError
+from llmops.yamlfile import load_yaml_model
 
 
 class Gate(BaseModel):
@@ -63,18 +63,7 @@ class GateResult:
 def load_gates(path: str | Path, known_metrics: set[str] | None = None) -> GatesFile:
     """Parse and validate the gates file; an unknown metric name or a malformed threshold is a ConfigError."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise NotFoundError(f"gates file not found: {path}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"gates file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    try:
-        gates = GatesFile(**(raw or {}))
-    except (ValidationError, TypeError) as exc:
-        detail = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
-        where = ".".join(str(p) for p in detail["loc"]) or "file"
-        raise ConfigError(f"gates file {path}: {where}: {detail['msg']}") from exc
+    gates = load_yaml_model(path, GatesFile, "gates file")
     if known_metrics is None:
         from evaluation.scorers import known_metric_names
 

@@ -12,12 +12,12 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
-from llmops.errors import ConfigError, NotFoundError
+from llmops.errors import ConfigError
+from llmops.yamlfile import load_yaml_model
 
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -112,23 +112,7 @@ def render_template(template: str, variables: list[str], values: dict[str, str])
 
 
 def load_template_file(path: Path) -> PromptTemplate:
-    try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise NotFoundError(f"prompt template file not found: {path}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"prompt template {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"prompt template {path} must be a mapping")
-    try:
-        template = PromptTemplate(**raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "template"
-        msg = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            raise ConfigError(f"prompt template {path}: unknown key {where!r}") from exc
-        raise ConfigError(f"prompt template {path}: {where}: {msg}") from exc
+    template = load_yaml_model(path, PromptTemplate, "prompt template")
     if template.name != Path(path).stem:
         raise ConfigError(f"prompt template {path}: name {template.name!r} must match the file name")
     return template

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from llmops.errors import ConfigError, NotFoundError
+from llmops.errors import ConfigError
+from llmops.yamlfile import load_yaml_model
 
 
 class _Strict(BaseModel):
@@ -105,18 +105,4 @@ class Policy(_Strict):
 
 
 def load_policy(path: str | Path) -> Policy:
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise NotFoundError(f"policy file not found: {path}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"policy file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
-    if not isinstance(raw, dict):
-        raise ConfigError(f"policy file {path} must hold a mapping at the top level")
-    try:
-        return Policy(**raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "file"
-        raise ConfigError(f"policy file {path}: {where}: {first['msg']}") from exc
+    return load_yaml_model(path, Policy, "policy file")
