@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.errors import DataError
+from llmops.jsonl import json_records
 from llmops.tracking import download
 
 
@@ -46,15 +47,7 @@ class EvalDataset:
 
 def parse_rows(lines: list[str], uri: str) -> tuple[list[EvalRow], list[dict[str, Any]]]:
     rows, raw, seen = [], [], set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"eval dataset {uri} line {number} is not JSON: {exc.msg}") from exc
-        if not isinstance(item, dict):
-            raise DataError(f"eval dataset {uri} line {number} is not a JSON object")
+    for number, item in json_records(lines, f"eval dataset {uri}", DataError):
         question = item.get("question")
         if not isinstance(question, str) or not question.strip():
             raise DataError(f"eval dataset {uri} line {number} has no question")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from llmops.errors import DataError
+from llmops.jsonl import json_records
 from llmops.tracking import download
 
 REQUIRED_KEYS = ("id", "question_id", "question", "answer", "input_text", "output_text", "prompt_name",
@@ -22,13 +22,7 @@ def read_examples(uri: str) -> list[dict[str, Any]]:
             raise DataError(f"dataset {uri} is a directory, expected a JSONL file")
         rows = []
         with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"dataset {uri} line {number} is not JSON: {exc.msg}") from exc
+            for number, row in json_records(handle, f"dataset {uri}", DataError):
                 missing = [k for k in REQUIRED_KEYS if k not in row]
                 if missing:
                     raise DataError(f"dataset {uri} line {number} lacks key(s): {', '.join(missing)}")

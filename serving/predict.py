@@ -8,6 +8,7 @@ from typing import Any
 
 from llmops.errors import InputError, NotFoundError
 from llmops.fsutil import atomic_path
+from llmops.jsonl import json_records
 
 
 def load_model(model_uri: str):
@@ -43,14 +44,8 @@ def read_questions(path: Path) -> list[str]:
         raise NotFoundError(f"input file not found: {path}") from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"input file {path} is not UTF-8") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path} line {number} is not JSON: {exc.msg}") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("question"), str):
+    for number, record in json_records(lines, str(path), InputError):
+        if not isinstance(record.get("question"), str):
             raise InputError(f"{path} line {number} needs a string field 'question'")
         questions.append(record["question"])
     return questions
