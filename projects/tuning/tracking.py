@@ -7,6 +7,7 @@ Ctrl-C and `kill` both end the run as KILLED (with the reason) before anything i
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -63,10 +64,21 @@ def _end(run_id: str, status: str, reason: str | None, started: float) -> None:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
+    writes = [lambda: client.log_metric(run_id, "duration_s", time.monotonic() - started)]
+    if reason:  # the reason first: it is what a person looks for on a failed run
+        writes.insert(0, lambda: client.set_tag(run_id, FAILURE_TAG, reason[:5000]))
     try:
-        client.log_metric(run_id, "duration_s", time.monotonic() - started)
-        if reason:
-            client.set_tag(run_id, FAILURE_TAG, reason[:5000])
+        for write in writes:
+            # A signal can land inside a store call; each write gets its own attempt (and one retry) so one
+            # interrupted write does not cost the others.
+            for attempt in (1, 2):
+                try:
+                    write()
+                    break
+                except Exception:  # noqa: BLE001 - best effort while the run is being closed
+                    if attempt == 2:
+                        logging.getLogger(__name__).warning("could not record run %s's outcome", run_id,
+                                                            exc_info=True)
     finally:
         mlflow.end_run(status)
 
