@@ -137,3 +137,9 @@ def cli(capsys: pytest.CaptureFixture) -> Callable[..., tuple[int, str, str]]:
 
 
 LLMOPS = str(Path(sys.executable).parent / "llmops")
+
+
+@pytest.fixture
+def fast_policy(policy_file) -> Path:
+    """The shipped policy without the (slow, separately tested) fresh-process validation."""
+    return policy_file(aliases={"staging": {"infra_validation": False}})

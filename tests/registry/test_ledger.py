@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -34,11 +33,6 @@ try:
 except LlmopsError as exc:
     print("REFUSED", type(exc).__name__, exc)
 '''
-
-
-@pytest.fixture
-def fast_policy(policy_file) -> Path:
-    return policy_file(aliases={"staging": {"infra_validation": False}})
 
 
 def _alias(name: str, alias: str) -> str | None:

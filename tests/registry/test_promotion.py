@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 WEAK = {"answered_token_f1": 0.10, "answered_rouge_l": 0.05, "cited/mean": 1.0, "coverage": 0.5}
 GOOD = {"answered_token_f1": 0.30, "answered_rouge_l": 0.20, "cited/mean": 1.0, "coverage": 0.5}
 SLIGHTLY_WORSE = {**GOOD, "answered_token_f1": 0.27}  # 0.03 below, tolerance 0.01
-
-
-@pytest.fixture
-def fast_policy(policy_file) -> Path:
-    """The shipped policy without the (slow, separately tested) fresh-process validation."""
-    return policy_file(aliases={"staging": {"infra_validation": False}})
 
 
 def _alias(name: str, alias: str) -> str | None:
