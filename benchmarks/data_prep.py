@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/data_prep.py                      # 100k and 1M questions
     .venv/bin/python benchmarks/data_prep.py --sizes 10M --skip-pandas
+    .venv/bin/python benchmarks/data_prep.py --sizes 1M --clean-in threads,processes
 
 For each size it generates `posts_questions.parquet` / `posts_answers.parquet` (1 KB HTML bodies, ~20% python
 tags, ~85% accepted, answer dates 2008-2024), then runs, each in its own subprocess so peak memory is measured
@@ -75,6 +76,18 @@ test.to_json(f"{out}/eval.jsonl", orient="records", lines=True)
 print(json.dumps({"examples": len(m)}))
 """
 
+# The same naive pandas flow doing the cleaning the step does (same converter, one process, `.apply` style):
+# not the issue's baseline, a reference for how much of the step's time is that work rather than overhead.
+PANDAS_CLEANING_SCRIPT = PANDAS_SCRIPT.replace(
+    'm["input_text"] = instruction + "\\n\\nQuestion:\\n" + m["title"] + "\\n\\n" + m["body_q"]\n'
+    'm["output_text"] = m["body_a"]\n',
+    'from projects.data.clean import html_to_text, question_text\n'
+    'm["question"] = [question_text(t, b) for t, b in zip(m["title"], m["body_q"])]\n'
+    'm["output_text"] = [html_to_text(b) for b in m["body_a"]]\n'
+    'm = m.assign(k=m["question"].str.lower() + "\\x00" + m["output_text"].str.lower()).drop_duplicates("k")\n'
+    'm["input_text"] = instruction + "\\n\\nQuestion:\\n" + m["question"]\n',
+)
+
 
 def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str, float]:
     """(wall s, peak RSS MiB of the process tree, return code, stdout, CPU s of the tree)."""
@@ -87,23 +100,30 @@ def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     root = psutil.Process(proc.pid)
     peak = 0
+    cpu_by_pid: dict[int, float] = {}  # worker processes of a forkserver are never reaped by us: sample them
     while proc.poll() is None:
+        rss = 0
         try:
-            rss = root.memory_info().rss + sum(c.memory_info().rss for c in root.children(recursive=True))
-            peak = max(peak, rss)
+            for process in [root, *root.children(recursive=True)]:
+                with process.oneshot():
+                    rss += process.memory_info().rss
+                    times = process.cpu_times()
+                    cpu_by_pid[process.pid] = times.user + times.system
         except psutil.Error:
             pass
+        peak = max(peak, rss)
         time.sleep(0.05)
     out, err = proc.communicate()
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = max((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), sum(cpu_by_pid.values()))
     if proc.returncode:
         sys.stderr.write(err[-2000:])
     return wall, peak / 2**20, proc.returncode, out, cpu
 
 
-def run_size(label: str, n: int, work: Path, skip_pandas: bool) -> list[dict]:
+def run_size(label: str, n: int, work: Path, skip_pandas: bool, clean_in: list[str],
+             cleaning_baseline: bool) -> list[dict]:
     data = work / f"data-{label}"
     if not (data / "posts_answers.parquet").exists():
         t = time.perf_counter()
@@ -118,6 +138,7 @@ def run_size(label: str, n: int, work: Path, skip_pandas: bool) -> list[dict]:
            "LLMOPS_WAREHOUSE__TABLES": json.dumps({QUESTIONS: str(data / "posts_questions.parquet"),
                                                    ANSWERS: str(data / "posts_answers.parquet")}),
            "LLMOPS_DATA__OUTPUT_DIR": str(out), "LLMOPS_DATA__LIMIT": "100000000",
+           "LLMOPS_DATAPREP__REUSE_BY_DIGEST": "false",  # every mode does the whole step, none reuses a digest
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            "PYTHONPYCACHEPREFIX": str(work / "pycache")}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
@@ -127,11 +148,14 @@ def run_size(label: str, n: int, work: Path, skip_pandas: bool) -> list[dict]:
             f"mlflow.set_tracking_uri({env['MLFLOW_TRACKING_URI']!r}); mlflow.search_experiments()")
     subprocess.run([sys.executable, "-c", warm], check=True, env=env, capture_output=True, cwd=REPO)
     llmops = str(Path(sys.executable).parent / "llmops")
-    wall, peak, code, stdout, cpu = measure([llmops, "data", "prepare"], env)
-    examples = sum(int(part.split()[0]) for line in stdout.splitlines() if line.startswith("dataset ")
-                   for part in line.split(": ", 1)[1].split(" -> ")[0].split(" / "))
-    rows.append({"size": label, "approach": "llmops data prepare", "wall_s": wall, "rows_s": n / wall,
-                 "peak_mib": peak, "examples": examples, "ok": code == 0, "cpu_s": cpu})
+    for mode in clean_in:
+        shutil.rmtree(out, ignore_errors=True)
+        wall, peak, code, stdout, cpu = measure([llmops, "data", "prepare"],
+                                                {**env, "LLMOPS_DATAPREP__CLEAN_IN": mode})
+        examples = sum(int(part.split()[0]) for line in stdout.splitlines() if line.startswith("dataset ")
+                       for part in line.split(": ", 1)[1].split(" -> ")[0].split(" / "))
+        rows.append({"size": label, "approach": f"llmops ({mode})", "wall_s": wall, "rows_s": n / wall,
+                     "peak_mib": peak, "examples": examples, "ok": code == 0, "cpu_s": cpu})
     if not skip_pandas:
         pout = work / f"pandas-{label}"
         shutil.rmtree(pout, ignore_errors=True)
@@ -141,6 +165,12 @@ def run_size(label: str, n: int, work: Path, skip_pandas: bool) -> list[dict]:
         examples = json.loads(stdout.strip().splitlines()[-1])["examples"] if code == 0 else 0
         rows.append({"size": label, "approach": "naive pandas", "wall_s": wall, "rows_s": n / wall,
                      "peak_mib": peak, "examples": examples, "ok": code == 0, "cpu_s": cpu})
+        if cleaning_baseline:
+            wall, peak, code, stdout, cpu = measure([sys.executable, "-c", PANDAS_CLEANING_SCRIPT, str(data),
+                                                     str(pout), "You are a helpful Python expert."], env)
+            examples = json.loads(stdout.strip().splitlines()[-1])["examples"] if code == 0 else 0
+            rows.append({"size": label, "approach": "pandas + cleaning", "wall_s": wall, "rows_s": n / wall,
+                         "peak_mib": peak, "examples": examples, "ok": code == 0, "cpu_s": cpu})
         shutil.rmtree(pout, ignore_errors=True)
     return rows
 
@@ -168,12 +198,20 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "llmops-bench")
     parser.add_argument("--skip-pandas", action="store_true", help="only the llmops step (e.g. at 10M)")
     parser.add_argument("--keep-data", action="store_true", help="keep generated tables for the next run")
+    parser.add_argument("--pandas-with-cleaning", action="store_true",
+                        help="also run the naive pandas flow with the step's HTML cleaning and dedup (a reference)")
+    parser.add_argument("--clean-in", default="threads",
+                        help="comma-separated cleaning modes to run: threads, processes (dataprep.clean_in)")
     args = parser.parse_args()
+    modes = args.clean_in.split(",")
+    if not set(modes) <= {"threads", "processes"}:
+        parser.error(f"unknown --clean-in {args.clean_in!r}; choose from threads, processes")
     rows: list[dict] = []
     for label in args.sizes.split(","):
         if label not in SIZES:
             parser.error(f"unknown size {label!r}; choose from {', '.join(SIZES)}")
-        rows.extend(run_size(label, SIZES[label], args.workdir, args.skip_pandas))
+        rows.extend(run_size(label, SIZES[label], args.workdir, args.skip_pandas, modes,
+                             args.pandas_with_cleaning))
         if not args.keep_data:
             shutil.rmtree(args.workdir / f"data-{label}", ignore_errors=True)
         shutil.rmtree(args.workdir / f"out-{label}", ignore_errors=True)

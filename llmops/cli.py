@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import click
 import typer
@@ -19,7 +20,7 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_comp
 
 @app.callback()
 def _root(
-    config: Path | None = typer.Option(None, "--config", help="YAML config file (default: ./llmops.yaml if present)."),
+    config: Annotated[Path | None, typer.Option("--config", help="YAML config file (default: ./llmops.yaml if present).")] = None,
 ) -> None:
     if config is not None:
         os.environ["LLMOPS_CONFIG"] = str(config)

@@ -8,12 +8,17 @@ Precedence, lowest first: defaults < config file (`llmops.yaml`, or the path in 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from llmops.errors import ConfigError
 
@@ -111,6 +116,9 @@ def _iso_date_or_none(value: str | None) -> str | None:
     return value
 
 
+_MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|[KMGT]i?B)", re.IGNORECASE)
+
+
 class DataPrepSettings(_Section):
     """Cleaning, splitting and output knobs of the data step (the query's own filters live in `data`)."""
 
@@ -122,16 +130,28 @@ class DataPrepSettings(_Section):
     max_answer_chars: int = Field(default=20_000, gt=0)
     default_site: str = Field(default="stackoverflow.com", description="Site of tables without a `site` column.")
     bigquery_site_column: bool = Field(default=False, description="BigQuery tables carry a `site` column.")
-    batch_rows: int = Field(default=5_000, gt=0, description="Rows per streamed record batch.")
-    workers: int = Field(default=0, ge=0, description="Cleaning processes; 0 = one per CPU (at most 4).")
+    batch_rows: int = Field(default=2_000, gt=0, description="Rows per streamed record batch.")
+    workers: int = Field(default=0, ge=0, description="Cleaning workers; 0 = one per CPU.")
+    clean_in: Literal["threads", "processes"] = Field(
+        default="threads", description="Threads (less memory, ~2x at most) or processes (scale with cores).")
     parquet_min_rows: int = Field(default=100_000, ge=0, description="Also write Parquet splits from this size.")
-    duckdb_memory_limit: str = "1GB"
+    duckdb_memory_limit: str = Field(default="600MB", description="DuckDB warehouse query memory (spills beyond).")
+    duckdb_threads: int = Field(default=1, ge=0, description="Threads of each DuckDB connection (warehouse, "
+                                "staging); each buffers its own row groups (0 = one per core).")
+    staging_memory_limit: str = Field(default="256MB", description="Staging database memory (spills beyond).")
     reuse_by_digest: bool = Field(default=True, description="Skip writing when a FINISHED run has the same digest.")
 
     @field_validator("question_date_from", "question_date_to")
     @classmethod
     def _iso_dates(cls, value: str | None) -> str | None:
         return _iso_date_or_none(value)
+
+    @field_validator("duckdb_memory_limit", "staging_memory_limit")
+    @classmethod
+    def _memory_size(cls, value: str) -> str:
+        if not _MEMORY_SIZE.fullmatch(value.strip()):
+            raise ValueError(f"expected a memory size such as 400MB or 2GB, got {value!r}")
+        return value.strip()
 
 
 class PromptSettings(_Section):

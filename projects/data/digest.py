@@ -18,9 +18,14 @@ def row_hash(example: Mapping[str, Any]) -> str:
 
 
 def combine(row_hashes_in_id_order: Iterable[str]) -> str:
+    return combine_lines(digest + "\n" for digest in row_hashes_in_id_order)
+
+
+def combine_lines(chunks: Iterable[str]) -> str:
+    """`combine` over pre-joined `hash\\n` lines: one update per chunk, however many rows it holds."""
     hasher = hashlib.sha256()
-    for digest in row_hashes_in_id_order:
-        hasher.update((digest + "\n").encode("ascii"))
+    for chunk in chunks:
+        hasher.update(chunk.encode("ascii"))
     return hasher.hexdigest()[:16]
 
 

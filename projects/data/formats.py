@@ -4,7 +4,7 @@
   answer_id, tags, link) - the seeds' `input_text`/`output_text` format;
 - `<split>_vertex.jsonl`: Vertex AI supervised tuning chat format,
   `{"contents": [{"role": "user", "parts": [{"text": ...}]}, {"role": "model", "parts": [{"text": ...}]}]}`;
-- `<split>.parquet` (zstd) for large datasets.
+- `<split>.parquet` (zstd, 8,192-row groups) for large datasets.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from projects.data.clean import EXAMPLE_COLUMNS
-from projects.data.digest import combine
+from projects.data.digest import combine_lines
 
 VERTEX_SUFFIX = "_vertex.jsonl"
+PARQUET_ROW_GROUP_ROWS = 8_192
 
 
 def _path(path: Path) -> str:
@@ -24,14 +25,14 @@ def _path(path: Path) -> str:
 
 def streamed_digest(con: Any, table: str, batch_rows: int = 100_000) -> str:
     """`transform.dataset_digest` of a staging table, reading only (id, row_hash) in id order, batch by batch."""
-    reader = con.sql(f"SELECT row_hash FROM {table} ORDER BY id").to_arrow_reader(batch_rows)
-    return combine(h for batch in reader for h in batch.column(0).to_pylist())
+    reader = con.sql(f"SELECT row_hash || chr(10) FROM {table} ORDER BY id").to_arrow_reader(batch_rows)
+    return combine_lines("".join(batch.column(0).to_pylist()) for batch in reader)
 
 
 def write_split(con: Any, table: str, split: str, directory: Path, parquet: bool) -> dict[str, str]:
     """COPY one split in every format; returns {format: file name}."""
     columns = ", ".join(EXAMPLE_COLUMNS)
-    # rows keep staging order (deterministic: batches are cleaned and inserted in query order)
+    # row order is unspecified (as the query's); the digest, not the file bytes, identifies the version
     where = f"FROM {table} WHERE split = '{split}'"
     files = {"jsonl": f"{split}.jsonl", "vertex": f"{split}{VERTEX_SUFFIX}"}
     con.execute(f"COPY (SELECT {columns} {where}) TO {_path(directory / files['jsonl'])} (FORMAT JSON)")
@@ -40,6 +41,8 @@ def write_split(con: Any, table: str, split: str, directory: Path, parquet: bool
     con.execute(f"COPY (SELECT {vertex} {where}) TO {_path(directory / files['vertex'])} (FORMAT JSON)")
     if parquet:
         files["parquet"] = f"{split}.parquet"
+        # the writer buffers a whole row group: keep groups small so a staging memory limit of a few hundred
+        # MB holds (DuckDB's default 122,880 rows of ~5 KB examples would need ~600 MB per thread)
         con.execute(f"COPY (SELECT {columns} {where}) TO {_path(directory / files['parquet'])} "
-                    "(FORMAT PARQUET, COMPRESSION ZSTD)")
+                    f"(FORMAT PARQUET, COMPRESSION ZSTD, ROW_GROUP_SIZE {PARQUET_ROW_GROUP_ROWS})")
     return files

@@ -1,8 +1,9 @@
 """The data step: query -> clean -> dedup -> template -> split -> versioned files, logged to MLflow.
 
-Memory stays bounded at any size: the warehouse streams record batches, cleaning runs batch by batch (in worker
-processes when there is more than one batch), rows land in an on-disk DuckDB staging database, and every later
-stage (dedup, template, split, digest, report, files) is SQL over that database with a memory limit.
+Memory stays bounded at any size: the warehouse streams record batches, cleaning runs batch by batch on a pool
+of threads or processes (a few batches in flight), each batch's examples land in a staging Parquet part file,
+and every later stage (dedup, split counts, digest, report, files) is DuckDB SQL over those files under a
+memory limit.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,16 +28,15 @@ from llmops.errors import DataError
 from llmops.fsutil import atomic_path
 from llmops.settings import Settings
 from projects.data.clean import (
-    CLEAN_SCHEMA,
     CleanOptions,
-    clean_batch,
-    clean_batch_ipc,
-    from_ipc,
+    clean_ipc_to_parquet,
+    clean_to_parquet,
     to_ipc,
 )
 from projects.data.formats import EXAMPLE_COLUMNS, streamed_digest, write_split
 from projects.data.report import build_report
 from projects.data.split import SPLITS
+from projects.data.stage import Staging
 from projects.data.transform import check_columns
 from projects.data.warehouse import Warehouse, load_query, query_params
 from prompts.registry import PinnedPrompt
@@ -92,57 +92,49 @@ def check_writable(output_dir: Path) -> None:
 
 
 def _workers(setting: int) -> int:
-    return setting or max(1, min(4, os.cpu_count() or 1))
+    return setting or os.cpu_count() or 1
 
 
-def cleaned_batches(batches: Iterator[pa.RecordBatch], options: CleanOptions,
-                    workers: int) -> Iterator[tuple[pa.Table, dict[str, int], dict[str, int]]]:
-    """Clean batches in order; a process pool starts only when a second batch shows there is more than one."""
+def cleaned_batches(batches: Iterator[pa.RecordBatch], options: CleanOptions, staging: Staging, workers: int,
+                    processes: bool = False) -> Iterator[tuple[int, dict[str, int], dict[str, int]]]:
+    """Clean batches into staging part files; yields (examples kept, dropped, nulls) per batch, in query order.
+
+    Threads share the process (the HTML converter and hashlib release the GIL, the rest of a row does not:
+    about 2x on any machine); processes (forkserver) scale with cores at ~100 MB each. Either way at most one
+    batch per worker is in flight, so memory stays a few batches whatever the result size."""
     first = next(batches, None)
     if first is None:
         return
     check_columns(first.schema.names)
-    second = next(batches, None)
-    if second is None or workers <= 1:
-        for batch in (first, second) if second is not None else (first,):
-            yield clean_batch(batch, options)
-        for batch in batches:
-            yield clean_batch(batch, options)
-        return
-    import multiprocessing
+    workers = max(1, workers)
+    if processes:
+        import multiprocessing
 
-    payload = asdict(options)
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+        payload = asdict(options)
+
+        def submit(index: int, batch: pa.RecordBatch) -> Future:
+            return pool.submit(clean_ipc_to_parquet, (to_ipc(batch), payload, staging.part_path(index)))
+    else:
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="llmops-clean")
+
+        def submit(index: int, batch: pa.RecordBatch) -> Future:
+            return pool.submit(clean_to_parquet, batch, options, staging.part_path(index))
+
+    with pool:
         pending: list[Future] = []
-
-        def drain(limit: int) -> Iterator[tuple[pa.Table, dict[str, int], dict[str, int]]]:
-            while len(pending) > limit:
-                data, dropped, nulls = pending.pop(0).result()
-                yield from_ipc(data), dropped, nulls
-
-        for batch in _chain(first, second, batches):
-            pending.append(pool.submit(clean_batch_ipc, (to_ipc(batch), payload)))
-            yield from drain(workers)  # at most one batch per worker in flight, plus the one being read
-        yield from drain(0)
+        for index, batch in enumerate(_chain(first, batches)):
+            pending.append(submit(index, batch))
+            while len(pending) > workers:
+                yield pending.pop(0).result()
+        while pending:
+            yield pending.pop(0).result()
 
 
 def _chain(*head_and_rest: Any) -> Iterator[pa.RecordBatch]:
     *head, rest = head_and_rest
     yield from head
     yield from rest
-
-
-def _staging(path: Path, memory_limit: str):
-    import duckdb
-
-    con = duckdb.connect(str(path))
-    con.execute("SET TimeZone = 'UTC'")
-    con.execute("SET enable_progress_bar = false")
-    con.execute(f"SET memory_limit = '{memory_limit}'")
-    con.execute(f"SET temp_directory = '{path.parent / 'spill'}'")
-    columns = ", ".join(f"{f.name} {'BIGINT' if f.type == pa.int64() else 'VARCHAR'}" for f in CLEAN_SCHEMA)
-    con.execute(f"CREATE TABLE clean ({columns})")
-    return con
 
 
 def _funnel(warehouse: Warehouse, params: dict[str, Any]) -> dict[str, int] | None:
@@ -159,44 +151,39 @@ def _template_parts(prompt: PinnedPrompt) -> list[str]:
     return prompt.format(question=_SENTINEL).split(_SENTINEL)
 
 
-def _build_examples(con: Any) -> None:
-    """Drop exact duplicates (same question and answer text up to case; the lowest id wins), then keep one
-    answer per id. Only narrow key columns are grouped; the wide rows are read once, in staging order."""
-    con.execute("CREATE TEMP TABLE keep1 AS SELECT min_by(rowid, {'i': id, 'a': answer_id}) AS r "
-                "FROM clean GROUP BY exact_key")
-    con.execute("CREATE TEMP TABLE keep AS SELECT min_by(c.rowid, c.answer_id) AS r FROM clean c "
-                "SEMI JOIN keep1 k ON c.rowid = k.r GROUP BY c.id")
-    con.execute("CREATE TABLE examples AS SELECT c.* FROM clean c SEMI JOIN keep k ON c.rowid = k.r")
-
-
 def prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, workdir: Path,
             log: Callable[[str], None] = lambda _: None) -> Prepared:
     """Query, clean and stage; raises DataError when nothing (or only one side of the split) survives."""
+    staging = Staging(workdir, settings.dataprep.staging_memory_limit, settings.dataprep.duckdb_threads)
+    try:
+        return _prepare(settings, warehouse, prompt, staging, log)
+    except BaseException:
+        staging.close()
+        raise
+
+
+def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, staging: Staging,
+             log: Callable[[str], None]) -> Prepared:
     data, prep = settings.data, settings.dataprep
     params = query_params(settings)
-    con = _staging(workdir / "staging.duckdb", prep.duckdb_memory_limit)
     funnel = _funnel(warehouse, params)
     rows_from_query, cleaned = 0, 0
     dropped: Counter[str] = Counter()
     nulls: Counter[str] = Counter()
     batches = warehouse.batches(load_query(data.query), params, prep.batch_rows)
-    for table, batch_dropped, batch_nulls in cleaned_batches(batches, clean_options(settings, prompt),
-                                                             _workers(prep.workers)):
-        rows_from_query += table.num_rows + sum(batch_dropped.values())
-        cleaned += table.num_rows
+    for kept, batch_dropped, batch_nulls in cleaned_batches(batches, clean_options(settings, prompt), staging,
+                                                            _workers(prep.workers), prep.clean_in == "processes"):
+        rows_from_query += kept + sum(batch_dropped.values())
+        cleaned += kept
         dropped.update(batch_dropped)
         nulls.update(batch_nulls)
-        if table.num_rows:
-            con.register("incoming", table)
-            con.execute("INSERT INTO clean SELECT * FROM incoming")
-            con.unregister("incoming")
     log(f"query returned {rows_from_query:,} row(s); {cleaned:,} after cleaning")
     if cleaned == 0:
         raise DataError(
             f"zero examples after filtering ({rows_from_query} row(s) from the query; dropped: {dict(dropped)}); "
             "check data.tag_pattern, data.answer_date_cutoff and the question date window"
         )
-    _build_examples(con)
+    con = staging.finish()
     splits = {split: 0 for split in SPLITS}
     splits.update(dict(con.execute("SELECT split, count(*) FROM examples GROUP BY split").fetchall()))
     if not prep.test_percent:

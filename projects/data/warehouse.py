@@ -160,7 +160,7 @@ class DuckDBWarehouse:
     """BigQuery table names mapped onto local files, exposed as views under the same three-part names."""
 
     def __init__(self, tables: Mapping[str, str | Path], default_site: str = "stackoverflow.com",
-                 memory_limit: str | None = None) -> None:
+                 memory_limit: str | None = None, threads: int = 0) -> None:
         import duckdb
 
         self._con = duckdb.connect()
@@ -172,6 +172,8 @@ class DuckDBWarehouse:
             self._con.execute("SET disabled_optimizers = 'top_n'")
             self._spill = tempfile.TemporaryDirectory(prefix="llmops-duckdb-")
             self._con.execute(f"SET temp_directory = {_literal(self._spill.name)}")
+        if threads:  # each scan thread buffers its own Parquet row group: fewer threads, less memory
+            self._con.execute(f"SET threads = {int(threads)}")
         self._tables = {name: Path(path) for name, path in tables.items()}
         self._site = default_site
         catalogs: set[str] = set()
@@ -188,7 +190,8 @@ class DuckDBWarehouse:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DuckDBWarehouse:
-        return cls(settings.warehouse.tables, settings.dataprep.default_site, settings.dataprep.duckdb_memory_limit)
+        prep = settings.dataprep
+        return cls(settings.warehouse.tables, prep.default_site, prep.duckdb_memory_limit, prep.duckdb_threads)
 
     def _create_view(self, name: str, path: Path, target: str) -> None:
         import duckdb

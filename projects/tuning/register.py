@@ -43,10 +43,10 @@ def register_tuned_chain(*, model_name: str, chain_file: Path, data: TuningData,
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
     from mlflow.tracking import MlflowClient
+    from mlflow.types import ColSpec, Schema
 
     from llmops.settings import load_settings
     from registry.ledger import point_new_version
-    from mlflow.types import ColSpec, Schema
 
     run_id = mlflow.active_run().info.run_id
     prompt = pinned_prompt(data)

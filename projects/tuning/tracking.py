@@ -75,7 +75,7 @@ def _end(run_id: str, status: str, reason: str | None, started: float) -> None:
                 try:
                     write()
                     break
-                except Exception:  # noqa: BLE001 - best effort while the run is being closed
+                except Exception:
                     if attempt == 2:
                         logging.getLogger(__name__).warning("could not record run %s's outcome", run_id,
                                                             exc_info=True)

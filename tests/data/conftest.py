@@ -83,7 +83,10 @@ class FakeBigQueryClient:
     by running the SQL it received (BigQuery dialect) on DuckDB over the raw sample files - which have no
     `site` column, exactly like the public tables."""
 
-    def __init__(self, tables: dict[str, str], bytes_scanned: int = 1_000, page_rows: int = 40) -> None:
+    def __init__(self, tables: dict[str, str], bytes_scanned: int = 1_000, page_rows: int = 40,
+                 storage: FakeBigQueryReadClient | None = None) -> None:
+        self.project = "fake-project"
+        self.storage = storage  # when set, results are a real RowIterator over an anonymous destination table
         self.tables = tables
         self.bytes_scanned = bytes_scanned
         self.page_rows = page_rows
@@ -123,8 +126,26 @@ class FakeBigQueryClient:
             table = con.sql(sql, params=params).to_arrow_table()
         except (duckdb.Error, sqlglot.errors.SqlglotError) as exc:
             raise BadRequest(f"Invalid query: {str(exc).splitlines()[0]}") from exc
+        if self.storage is not None:
+            return FakeQueryJob(self.bytes_scanned, self._destination_rows(table))
         self.last_rows = FakeRowIterator(table, self.page_rows)
         return FakeQueryJob(self.bytes_scanned, self.last_rows)
+
+    def _destination_rows(self, table: Any):
+        """What `QueryJob.result()` returns: the SDK's own RowIterator over the job's destination table. Its
+        REST paging fails here, so a test passes only if rows come through the Storage Read API."""
+        from google.cloud.bigquery import SchemaField, TableReference
+        from google.cloud.bigquery.table import RowIterator
+
+        def no_rest(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("rows were paged over REST instead of the Storage Read API")
+
+        destination = TableReference.from_string(f"{self.project}._anon.result_{len(self.calls)}")
+        self.storage.tables[destination.to_bqstorage()] = table
+        kinds = {"int64": "INTEGER", "string": "STRING", "large_string": "STRING"}
+        schema = [SchemaField(f.name, kinds.get(str(f.type), "TIMESTAMP")) for f in table.schema]
+        return RowIterator(client=self, api_request=no_rest, path=f"{destination.path}/data", schema=schema,
+                           table=destination, total_rows=table.num_rows)
 
 
 @pytest.fixture
@@ -144,5 +165,67 @@ def fake_client_class() -> type[FakeBigQueryClient]:
 
 
 @pytest.fixture
+def fake_storage_class() -> type[FakeBigQueryReadClient]:
+    return FakeBigQueryReadClient
+
+
+@pytest.fixture
 def sample_table_map(sample_dir: Path) -> dict[str, str]:
     return sample_tables(sample_dir)
+
+
+class _ReadRowsWire:
+    """The generated (gapic) layer under `ReadRowsStream`: `read_rows(read_stream, offset)` -> response messages."""
+
+    def __init__(self, streams: dict[str, list[Any]]) -> None:
+        self._streams = streams
+
+    def read_rows(self, read_stream: str, offset: int = 0, **kwargs: Any):
+        from google.cloud.bigquery_storage_v1 import types
+
+        skipped, first = 0, True
+        for batch in self._streams[read_stream]:
+            if skipped < offset:  # a reconnect resumes after the rows already delivered
+                skipped += batch.num_rows
+                continue
+            # like the service, the first message of a stream carries the schema
+            schema = types.ArrowSchema(serialized_schema=batch.schema.serialize().to_pybytes()) if first else None
+            first = False
+            yield types.ReadRowsResponse(
+                row_count=batch.num_rows, arrow_schema=schema,
+                arrow_record_batch=types.ArrowRecordBatch(
+                    serialized_record_batch=batch.serialize().to_pybytes(), row_count=batch.num_rows))
+
+
+class FakeBigQueryReadClient:
+    """Implements `BigQueryReadClient.create_read_session` / `read_rows` with the Storage Read API's own message
+    types: serves a table (the query's destination) as Arrow record batches spread over several streams."""
+
+    def __init__(self, stream_count: int = 3, rows_per_message: int = 17) -> None:
+        self.tables: dict[str, Any] = {}  # "projects/p/datasets/d/tables/t" -> pyarrow.Table
+        self.sessions: list[Any] = []
+        self._stream_count = stream_count
+        self._rows_per_message = rows_per_message
+        self._streams: dict[str, list[Any]] = {}
+
+    def create_read_session(self, parent: str, read_session: Any, max_stream_count: int = 0, **kwargs: Any):
+        from google.cloud.bigquery_storage_v1 import types
+
+        assert isinstance(read_session, types.ReadSession) and read_session.data_format == types.DataFormat.ARROW
+        table = self.tables[read_session.table]
+        name = f"{parent}/locations/us/sessions/s{len(self.sessions)}"
+        count = min(self._stream_count, max_stream_count or self._stream_count)
+        batches = table.to_batches(max_chunksize=self._rows_per_message)
+        streams = {f"{name}/streams/{i}": batches[i::count] for i in range(count)}
+        self._streams.update(streams)
+        session = types.ReadSession(
+            name=name, table=read_session.table, data_format=types.DataFormat.ARROW,
+            arrow_schema=types.ArrowSchema(serialized_schema=table.schema.serialize().to_pybytes()),
+            streams=[types.ReadStream(name=stream) for stream in streams])
+        self.sessions.append((parent, read_session, max_stream_count))
+        return session
+
+    def read_rows(self, name: str, offset: int = 0, **kwargs: Any):
+        from google.cloud.bigquery_storage_v1 import reader
+
+        return reader.ReadRowsStream(_ReadRowsWire(self._streams), name, offset, {})

@@ -29,7 +29,7 @@ def _env(workdir: Path) -> dict[str, str]:
 
 
 def _run(args: list[str], workdir: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(args, cwd=workdir, env=_env(workdir), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(args, check=False, cwd=workdir, env=_env(workdir), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from llmops.errors import ConfigError
 from llmops.settings import load_settings, overrides_from_flags
@@ -34,7 +35,7 @@ def test_mlflow_tracking_uri_env_is_honoured(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_settings_are_frozen() -> None:
     settings = load_settings()
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         settings.data.limit = 5  # type: ignore[misc]
 
 
@@ -47,6 +48,8 @@ def test_settings_are_frozen() -> None:
         ("dta:\n  limit: 3\n", "dta"),
         ("data: [unclosed\n", "not valid YAML"),
         ("- a list\n", "mapping"),
+        ("dataprep:\n  duckdb_memory_limit: lots\n", "dataprep.duckdb_memory_limit"),
+        ("dataprep:\n  staging_memory_limit: 12 parsecs\n", "expected a memory size"),
     ],
 )
 def test_bad_config_names_the_problem(tmp_path: Path, yaml_text: str, fragment: str) -> None:
