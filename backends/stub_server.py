@@ -1,7 +1,8 @@
 """A tiny OpenAI-compatible server on 127.0.0.1 (stdlib only) for offline tests and demos of the chain.
 
 It speaks `POST /v1/chat/completions` and answers from a script: each queued `Reply` is used once, then the
-`default` reply forever. Requests are recorded so a test can check what the client sent. Not for production.
+`default` reply forever; a `responder` computes the text from the request instead (a judge that grades what it
+is sent). Requests are recorded so a test can check what the client sent. Not for production.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -29,6 +31,7 @@ class Reply:
 class StubChatServer:
     default: Reply = field(default_factory=Reply)
     echo_prompt: bool = False  # answer with the last user message (shows what the chain rendered)
+    responder: Callable[[str], str] | None = None  # the last user message -> the reply text
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     _queue: list[Reply] = field(default_factory=list)
@@ -67,8 +70,9 @@ class StubChatServer:
                 if reply.body is not None or reply.status != 200:
                     return self._send(reply.status, reply.body if reply.body is not None else "{}")
                 text = reply.text
-                if stub.echo_prompt:
-                    text = [m for m in request.get("messages", []) if m.get("role") == "user"][-1]["content"]
+                if stub.echo_prompt or stub.responder is not None:
+                    user = [m for m in request.get("messages", []) if m.get("role") == "user"][-1]["content"]
+                    text = stub.responder(user) if stub.responder is not None else user
                 payload = {
                     "id": f"chatcmpl-{len(stub.requests)}", "object": "chat.completion", "created": int(time.time()),
                     "model": request.get("model", "stub"),

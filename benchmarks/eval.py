@@ -73,14 +73,14 @@ def main() -> None:
                                  max_concurrency=judge_cfg.max_concurrency, retries=judge_cfg.retries)
             judges = make_judges(client, list(judge_cfg.judges))
         dataset = load_eval_dataset(str(dataset_path))
-        before = server.requests
+        before = len(server.requests)
         start = time.perf_counter()
         with mlflow.start_run(run_name=name):
             outcome = evaluate_target(target, dataset, settings=settings, judges=judges,
                                       judge_model="bench-judge" if judged else None, known_sources=sources)
         wall = time.perf_counter() - start
         return {"run": name, "rows": len(dataset.rows), "wall_s": wall, "rows_per_s": len(dataset.rows) / wall,
-                "judge_http_calls": server.requests - before,
+                "judge_http_calls": len(server.requests) - before,
                 "cache_hits": client.cache.hits if client else 0,
                 "token_f1": outcome.metrics.get("token_f1/mean"),
                 "correctness": outcome.metrics.get("correctness/mean")}

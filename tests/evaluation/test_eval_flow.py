@@ -238,10 +238,10 @@ def test_cli_run_with_judges_cache_and_bad_inputs(world, capsys) -> None:
                 mp.setenv(key, value)
             code, out, err = cli(base, capsys)
             assert code == 0, err
-            assert server.requests == 12 and "correctness/mean" in out
+            assert len(server.requests) == 12 and "correctness/mean" in out
             first = [ln for ln in out.splitlines() if ln.startswith(("correctness/mean", "relevance/mean"))]
             code, out, _ = cli(base, capsys)
-            assert code == 0 and server.requests == 12, "the rerun is served from the cache"
+            assert code == 0 and len(server.requests) == 12, "the rerun is served from the cache"
             assert "judge calls: 0 (cache hits 12)" in out
             assert [ln for ln in out.splitlines() if ln.startswith(("correctness/mean", "relevance/mean"))] == first
             server.mode = "garbage"

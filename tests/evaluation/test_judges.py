@@ -130,7 +130,7 @@ def test_openai_compatible_provider_on_localhost(tmp_path: Path) -> None:
         assert [j.run(**ROW).value for j in judges] == [1.0, 1.0, 1.0]
         wrong = {**ROW, "outputs": {"answer": "Install numpy."}}
         assert judges[0].run(**wrong).value == 0.0
-        assert server.requests == 4
-        assert [j.run(**ROW).value for j in judges] == [1.0, 1.0, 1.0] and server.requests == 4
+        assert len(server.requests) == 4
+        assert [j.run(**ROW).value for j in judges] == [1.0, 1.0, 1.0] and len(server.requests) == 4
     finally:
         server.stop()

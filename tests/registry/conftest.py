@@ -143,3 +143,18 @@ LLMOPS = str(Path(sys.executable).parent / "llmops")
 def fast_policy(policy_file) -> Path:
     """The shipped policy without the (slow, separately tested) fresh-process validation."""
     return policy_file(aliases={"staging": {"infra_validation": False}})
+
+
+@pytest.fixture
+def alias_version(store: str) -> Callable[[str, str], str | None]:
+    """The version an alias points at now, or None when the alias is not set."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    def version(name: str, alias: str) -> str | None:
+        try:
+            return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        except MlflowException:
+            return None
+
+    return version

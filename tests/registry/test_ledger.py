@@ -35,15 +35,6 @@ except LlmopsError as exc:
 '''
 
 
-def _alias(name: str, alias: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
-
 
 def _ledger(name: str) -> list[tuple[str | None, str | None]]:
     from mlflow.tracking import MlflowClient
@@ -53,7 +44,8 @@ def _ledger(name: str) -> list[tuple[str | None, str | None]]:
     return [(m.from_version, m.to_version) for m in open_ledger(None, MlflowClient()).moves(name, "staging")]
 
 
-def test_racing_promotions_after_the_same_checks_one_wins(make_version, prepare_run, fast_policy, store, tmp_path):
+def test_racing_promotions_after_the_same_checks_one_wins(make_version, prepare_run, fast_policy, store, tmp_path,
+                                                          alias_version):
     """Two processes pass their checks against 'nobody holds staging', then move at the same instant."""
     prepare_run()
     versions = [make_version("race") for _ in range(2)]
@@ -71,10 +63,11 @@ def test_racing_promotions_after_the_same_checks_one_wins(make_version, prepare_
     assert all(line.startswith("REFUSED ConflictError") and "changed while this move was checked" in line
                for line in losers), outputs
     assert _ledger("race") == [(None, winners[0])]
-    assert _alias("race", "staging") == winners[0]
+    assert alias_version("race", "staging") == winners[0]
 
 
-def test_a_move_the_ledger_cannot_record_does_not_happen(make_version, prepare_run, fast_policy, store, cli):
+def test_a_move_the_ledger_cannot_record_does_not_happen(make_version, prepare_run, fast_policy, store, cli,
+                                                         alias_version):
     prepare_run()
     version = make_version("atomic")
     engine = create_engine(store)
@@ -89,10 +82,10 @@ def test_a_move_the_ledger_cannot_record_does_not_happen(make_version, prepare_r
         with engine.begin() as conn:
             conn.execute(text("DROP TRIGGER ledger_full"))
     assert code == 1 and "the ledger could not record atomic@staging" in err and "ledger disk full" in err
-    assert _alias("atomic", "staging") is None and _ledger("atomic") == []
+    assert alias_version("atomic", "staging") is None and _ledger("atomic") == []
 
 
-def test_compensating_mode_undoes_the_alias_when_the_ledger_fails(make_version, store, tmp_path):
+def test_compensating_mode_undoes_the_alias_when_the_ledger_fails(make_version, store, tmp_path, alias_version):
     """A ledger in another database (as with a tracking server): a failed insert sets the alias back."""
     from mlflow.tracking import MlflowClient
 
@@ -109,7 +102,7 @@ def test_compensating_mode_undoes_the_alias_when_the_ledger_fails(make_version, 
                           "BEGIN SELECT RAISE(ABORT, 'no room'); END"))
     with pytest.raises(Exception, match="no room"):
         ledger.move("comp", "staging", v2, action="promote", actor="t")
-    assert _alias("comp", "staging") == v1
+    assert alias_version("comp", "staging") == v1
     assert [(m.from_version, m.to_version) for m in ledger.moves("comp")] == [(None, v1)]
 
 
@@ -127,7 +120,7 @@ class _Hook(BaseHTTPRequestHandler):
 
 
 def test_every_move_notifies_and_failures_do_not_undo_it(make_version, prepare_run, fast_policy, store, cli,
-                                                         monkeypatch, tmp_path):
+                                                         monkeypatch, tmp_path, alias_version):
     prepare_run()
     version = make_version("notify")
     server = HTTPServer(("127.0.0.1", 0), _Hook)
@@ -156,4 +149,4 @@ def test_every_move_notifies_and_failures_do_not_undo_it(make_version, prepare_r
         server.shutdown()
     assert code == 0, err
     assert "notify command: FAILED (exit 3)" in out and "notify url: FAILED (ConnectError" in out
-    assert _alias("notify", "staging") == second and [to for _, to in _ledger("notify")] == [version, second]
+    assert alias_version("notify", "staging") == second and [to for _, to in _ledger("notify")] == [version, second]

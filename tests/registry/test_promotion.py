@@ -11,15 +11,6 @@ GOOD = {"answered_token_f1": 0.30, "answered_rouge_l": 0.20, "cited/mean": 1.0, 
 SLIGHTLY_WORSE = {**GOOD, "answered_token_f1": 0.27}  # 0.03 below, tolerance 0.01
 
 
-def _alias(name: str, alias: str) -> str | None:
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    try:
-        return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
-
 
 def _moves(cli, name: str, *extra: str) -> list[dict]:
     code, out, err = cli("registry", "history", name, "--json", *extra)
@@ -27,40 +18,40 @@ def _moves(cli, name: str, *extra: str) -> list[dict]:
     return json.loads(out)
 
 
-def test_staging_then_production_then_rollback_and_history(make_version, prepare_run, cli, fast_policy):
+def test_staging_then_production_then_rollback_and_history(make_version, prepare_run, cli, fast_policy, alias_version):
     prepare_run()
     v1, v2 = make_version("flow"), make_version("flow")
     policy = ("--policy", str(fast_policy))
 
     code, out, err = cli("registry", "promote", "flow", v1, "--to", "production", *policy)
     assert code == 5 and "FAIL  order staging -> production: v1 has never been in staging" in err
-    assert _alias("flow", "production") is None and _moves(cli, "flow") == []
+    assert alias_version("flow", "production") is None and _moves(cli, "flow") == []
 
     for version in (v1, v2):
         code, out, err = cli("registry", "promote", "flow", version, "--to", "staging", "--reason", "r", *policy)
         assert code == 0, err
         assert "PASS  gate answered_token_f1: 0.3000 (needs >= 0.18)" in out and "moved" in out
-    assert _alias("flow", "staging") == v2
+    assert alias_version("flow", "staging") == v2
 
     code, out, err = cli("registry", "promote", "flow", v1, "--to", "production", *policy)
-    assert code == 5 and "FAIL  approvals: 0 of 1 needed" in err and _alias("flow", "production") is None
+    assert code == 5 and "FAIL  approvals: 0 of 1 needed" in err and alias_version("flow", "production") is None
     assert cli("registry", "approve", "flow", v1, "--by", "rita", "--note", "read the eval")[0] == 0
     code, out, err = cli("registry", "promote", "flow", v1, "--to", "production", "--reason", "first", *policy)
     assert code == 0, err
     assert "PASS  non-regression vs @production: no version holds production yet" in out
-    assert _alias("flow", "production") == v1
+    assert alias_version("flow", "production") == v1
 
     cli("registry", "approve", "flow", v2, "--by", "rita", *policy)
     code, out, err = cli("registry", "promote", "flow", v2, "--to", "production", "--reason", "second", *policy)
     assert code == 0, err
     assert f"PASS  non-regression vs @production: champion v{v1}" in out
     assert "PASS  gate answered_token_f1 vs champion: 0.3000" in out
-    assert _alias("flow", "production") == v2
+    assert alias_version("flow", "production") == v2
     between = _moves(cli, "flow", "--alias", "production")[0]["moved_at"]
 
     code, out, err = cli("registry", "rollback", "flow", "--alias", "production", "--reason", "bad answers")
     assert code == 0, err
-    assert _alias("flow", "production") == v1
+    assert alias_version("flow", "production") == v1
 
     moves = _moves(cli, "flow", "--alias", "production")
     assert [(m["from_version"], m["to_version"], m["action"]) for m in moves] == [
@@ -74,12 +65,13 @@ def test_staging_then_production_then_rollback_and_history(make_version, prepare
     assert code == 0 and "flow@production at 2001-01-01T00:00:00Z: -" in out
 
     code, out, err = cli("registry", "rollback", "flow", "--alias", "production", "--to", v2, "--reason", "fixed")
-    assert code == 0 and _alias("flow", "production") == v2
+    assert code == 0 and alias_version("flow", "production") == v2
     code, out, err = cli("registry", "show", "flow", v2)
     assert code == 0 and "bundle: PASS" in out and "approvals: 1" in out and "alias moves: 4" in out
 
 
-def test_checks_that_refuse(make_version, prepare_run, cli, fast_policy, policy_file, monkeypatch, tmp_path):
+def test_checks_that_refuse(make_version, prepare_run, cli, fast_policy, policy_file, monkeypatch, tmp_path,
+                            alias_version):
     gates = tmp_path / "gates.yaml"
     gates.write_text("mode: enforced\ntargets:\n  staging:\n    - {metric: answered_token_f1, min: 0.18}\n"
                      "  production:\n    - {metric: answered_token_f1, min: 0.2, max_regression: 0.02}\n")
@@ -106,7 +98,7 @@ def test_checks_that_refuse(make_version, prepare_run, cli, fast_policy, policy_
 
     good = make_version("refuse")
     code, out, err = cli("registry", "promote", "refuse", good, "--to", "staging", "--dry-run", *policy)
-    assert code == 0 and "dry run: would move" in out and _alias("refuse", "staging") is None
+    assert code == 0 and "dry run: would move" in out and alias_version("refuse", "staging") is None
     assert _moves(cli, "refuse") == []
 
     # a champion in production, then a challenger slightly worse than the tolerance allows
@@ -122,7 +114,7 @@ def test_checks_that_refuse(make_version, prepare_run, cli, fast_policy, policy_
     assert code == 5
     assert "FAIL  gate answered_token_f1 vs champion: 0.2700 (needs >= 0.2800 = champion 0.3000 - 0.02)" in err
     assert f"PASS  non-regression coverage: 0.5000 vs champion v{good} 0.5000 (tolerance 0.0)" in err
-    assert _alias("refuse", "production") == good
+    assert alias_version("refuse", "production") == good
 
 
 @pytest.mark.parametrize("args, code, message", [
@@ -135,16 +127,16 @@ def test_checks_that_refuse(make_version, prepare_run, cli, fast_policy, policy_
     (["history", "nope"], 4, "registered model 'nope' not found"),
     (["approve", "badin", "7", "--by", "rita"], 4, "model 'badin' version 7 not found"),
 ])
-def test_bad_input_is_one_clear_line_and_changes_nothing(make_version, cli, args, code, message):
+def test_bad_input_is_one_clear_line_and_changes_nothing(make_version, cli, args, code, message, alias_version):
     from mlflow.tracking import MlflowClient
 
     if not MlflowClient().search_registered_models("name = 'badin'"):
         make_version("badin")
-    before = (_alias("badin", "staging"), _moves(cli, "badin"))
+    before = (alias_version("badin", "staging"), _moves(cli, "badin"))
     got, _out, err = cli("registry", *args)
     assert got == code, err
     assert message in err and err.count("\n") <= 2 and "Traceback" not in err
-    assert (_alias("badin", "staging"), _moves(cli, "badin")) == before
+    assert (alias_version("badin", "staging"), _moves(cli, "badin")) == before
 
 
 def test_a_tracking_server_that_is_down(cli, monkeypatch):
