@@ -131,7 +131,7 @@ class DataPrepSettings(_Section):
     default_site: str = Field(default="stackoverflow.com", description="Site of tables without a `site` column.")
     bigquery_site_column: bool = Field(default=False, description="BigQuery tables carry a `site` column.")
     batch_rows: int = Field(default=2_000, gt=0, description="Rows per streamed record batch.")
-    workers: int = Field(default=0, ge=0, description="Cleaning workers; 0 = one per CPU.")
+    workers: int = Field(default=0, ge=0, description="Cleaning workers; 0 = one per CPU (threads: at most 4).")
     clean_in: Literal["threads", "processes"] = Field(
         default="threads", description="Threads (less memory, ~2x at most) or processes (scale with cores).")
     parquet_min_rows: int = Field(default=100_000, ge=0, description="Also write Parquet splits from this size.")

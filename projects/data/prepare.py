@@ -91,8 +91,11 @@ def check_writable(output_dir: Path) -> None:
         raise DataError(f"output directory {output_dir} is not writable: {exc.strerror or exc}") from exc
 
 
-def _workers(setting: int) -> int:
-    return setting or os.cpu_count() or 1
+def _workers(setting: int, processes: bool) -> int:
+    """0 = one per CPU; threads stop at 4, past which the GIL-held half of a row leaves nothing to gain and each
+    extra thread only holds another batch in memory."""
+    cpus = os.cpu_count() or 1
+    return setting or (cpus if processes else min(cpus, 4))
 
 
 def cleaned_batches(batches: Iterator[pa.RecordBatch], options: CleanOptions, staging: Staging, workers: int,
@@ -171,8 +174,9 @@ def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, sta
     dropped: Counter[str] = Counter()
     nulls: Counter[str] = Counter()
     batches = warehouse.batches(load_query(data.query), params, prep.batch_rows)
+    processes = prep.clean_in == "processes"
     for kept, batch_dropped, batch_nulls in cleaned_batches(batches, clean_options(settings, prompt), staging,
-                                                            _workers(prep.workers), prep.clean_in == "processes"):
+                                                            _workers(prep.workers, processes), processes):
         rows_from_query += kept + sum(batch_dropped.values())
         cleaned += kept
         dropped.update(batch_dropped)
