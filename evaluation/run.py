@@ -8,6 +8,7 @@ the per-row results table (`eval/rows.json`, keyed by row id, read back by compa
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -20,7 +21,7 @@ from evaluation.dataset import EvalDataset, load_eval_dataset
 from evaluation.scorers import METRICS, build_scorers
 from evaluation.stats import Interval, bootstrap_mean
 from llmops.errors import BackendError, ConfigError, NotFoundError
-from llmops.tracking import download
+from llmops.tracking import download, log_dataset_input
 
 ROWS_ARTIFACT = "eval/rows.json"
 ROW_TAG = "llmops.row_id"
@@ -189,6 +190,7 @@ def evaluate_target(target: Target, dataset: EvalDataset, *, settings: Any, judg
         "n_eval": len(dataset.rows), "judge_model": judge_model or "none", "scorers": ",".join(names),
         "similarity": cfg.similarity, "price_model": cfg.price_model,
     })
+    _log_eval_input(dataset)
 
     @mlflow.trace(name="qa_chain", span_type="CHAIN")
     def predict(question: str) -> dict[str, Any]:
@@ -238,6 +240,17 @@ def evaluate_target(target: Target, dataset: EvalDataset, *, settings: Any, judg
     mlflow.set_tags({"llmops.step": "evaluate", "llmops.eval_digest": dataset.digest,
                      "llmops.eval_rows": ROWS_ARTIFACT})
     return EvalOutcome(run.info.run_id, metrics, rows, judge_errors, example)
+
+
+def _log_eval_input(dataset: EvalDataset) -> None:
+    """The rows' lineage in the MLflow UI (name `eval`, the eval digest); a source MLflow cannot name is skipped."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        log_dataset_input(dataset.uri, "eval", dataset.digest,
+                          {"id": "string", "question": "string", "reference": "string"}, "evaluation")
+    except (MlflowException, NotFoundError) as exc:
+        logging.getLogger(__name__).warning("eval dataset %s not logged as a run input: %s", dataset.uri, exc)
 
 
 def run_evaluate_step(retriever_uri: str, eval_uri: str, train_uri: str | None = None, *,

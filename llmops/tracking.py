@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import mlflow
@@ -72,3 +73,19 @@ def storage_uri(uri: str) -> str:
         except MlflowException as exc:
             raise NotFoundError(f"artifact {uri} not found: {exc.message}") from exc
     return uri
+
+
+def log_dataset_input(source_uri: str, name: str, digest: str, columns: Mapping[str, str], context: str) -> None:
+    """Log a dataset input on the active run that names its source, digest and schema without loading the rows
+    (the MLflow UI links runs to the data they read). `source_uri` may be `runs:/...`."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.types import ColSpec, Schema
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        source = resolve_dataset_source(storage_uri(source_uri))
+    schema = Schema([ColSpec(kind, column) for column, kind in columns.items()])
+    mlflow.log_input(MetaDataset(source=source, name=name, digest=digest, schema=schema), context=context)

@@ -271,15 +271,17 @@ def log_dataset(prepared: Prepared, settings: Settings, directory: Path,
     """Log files, stats and `mlflow.data` inputs on the active run; tags last, so consumers see all or nothing."""
     import mlflow
 
-    from llmops.tracking import storage_uri
+    from llmops.tracking import log_dataset_input
 
     run = mlflow.active_run()
     _log_common(prepared, settings)
     mlflow.log_artifacts(str(directory), ARTIFACT_DIR)
     uris = {split: f"runs:/{run.info.run_id}/{ARTIFACT_DIR}/{names['jsonl']}" for split, names in files.items()}
+    types = {"question_id": "long", "answer_id": "long", "prompt_version": "long"}
+    columns = {name: types.get(name, "string") for name in EXAMPLE_COLUMNS}
     for split, uri in uris.items():
-        mlflow.log_input(_meta_dataset(storage_uri(uri), split, prepared.digest),
-                         context={"train": "training", "eval": "evaluation"}.get(split, split))
+        log_dataset_input(uri, f"so-qa-{split}", prepared.digest, columns,
+                          {"train": "training", "eval": "evaluation"}.get(split, split))
     tags = {"llmops.step": "prepare_data", "llmops.dataset_digest": prepared.digest,
             "llmops.dataset_dir": directory.name}
     tags.update({f"llmops.{split}_uri": uri for split, uri in uris.items()})
@@ -301,22 +303,6 @@ def log_reuse(prepared: Prepared, settings: Settings, previous) -> dict[str, str
                      "llmops.reused_from": previous.info.run_id})
     return {k.removeprefix("llmops.").removesuffix("_uri"): v for k, v in copied.items()
             if k.endswith("_uri") and "_vertex" not in k}
-
-
-def _meta_dataset(source_uri: str, split: str, digest: str):
-    """A dataset input that names its source and schema without loading millions of rows into pandas."""
-    import warnings
-
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.types import ColSpec, Schema
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        source = resolve_dataset_source(source_uri)
-    types = {"question_id": "long", "answer_id": "long", "prompt_version": "long"}
-    schema = Schema([ColSpec(types.get(name, "string"), name) for name in EXAMPLE_COLUMNS])
-    return MetaDataset(source=source, name=f"so-qa-{split}", digest=digest, schema=schema)
 
 
 def run_data_step(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt,

@@ -92,6 +92,11 @@ def test_run_logs_metrics_params_rows_and_plots(world) -> None:
     params = run.data.params
     assert params["prompt_name"] == "qa-eval" and params["prompt_version"] == "1"
     assert len(params["eval_digest"]) == 16 and params["judge_model"] == "none"
+    # the rows' lineage: the eval file as a run input with the same digest
+    # (MLflow's evaluate logs the in-memory rows as "dataset" too; ours names the file and its digest)
+    (dataset_input,) = [d for d in run.inputs.dataset_inputs if d.dataset.name == "eval"]
+    assert (dataset_input.dataset.name, dataset_input.dataset.digest) == ("eval", params["eval_digest"])
+    assert [t.value for t in dataset_input.tags if t.key == "mlflow.data.context"] == ["evaluation"]
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/quality.png", "plots/operations.png"}
     rows = load_rows(run.info.run_id)
