@@ -200,6 +200,39 @@ def test_raw_rest_call_gets_403_naming_the_rule(server):
     assert "only release-managers may set model alias 'production'" in body["message"]
 
 
+def test_deleting_what_holds_a_guarded_alias_is_refused(server, monkeypatch):
+    """Deleting a version (or the whole model) removes its aliases: the same rights apply."""
+    from mlflow.tracking import MlflowClient
+
+    url, api = server["url"], f"{server['url']}/api/2.0/mlflow"
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+    admin = MlflowClient(url, url)
+    run = admin.create_run(admin.get_experiment_by_name("llmops").experiment_id)
+    held, spare = (admin.create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id).version
+                   for _ in range(2))
+    previous = admin.get_registered_model(MODEL).aliases.get("production")
+    admin.set_registered_model_alias(MODEL, "production", held)
+    try:
+        for path, body in (("model-versions/delete", {"name": MODEL, "version": held}),
+                           ("registered-models/delete", {"name": MODEL})):
+            refused = httpx.request("DELETE", f"{api}/{path}", json=body, auth=("ml-user", PASSWORD))
+            assert refused.status_code == 403, (path, refused.text)
+            message = refused.json()["message"]
+            assert "only release-managers may delete model alias 'production'" in message
+            assert f"which holds {MODEL}@production" in message
+        assert admin.get_model_version(MODEL, held).version == held  # nothing was deleted
+        # a version that holds no guarded alias may go
+        allowed = httpx.request("DELETE", f"{api}/model-versions/delete", json={"name": MODEL, "version": spare},
+                                auth=("ml-user", PASSWORD))
+        assert allowed.status_code == 200, allowed.text
+    finally:
+        if previous:
+            admin.set_registered_model_alias(MODEL, "production", previous)
+        else:
+            admin.delete_registered_model_alias(MODEL, "production")
+
+
 def _promote_as(server, user: str, monkeypatch, cli, *args: str) -> tuple[int, str, str]:
     env = {"MLFLOW_TRACKING_URI": server["url"], "MLFLOW_TRACKING_USERNAME": user,
            "MLFLOW_TRACKING_PASSWORD": PASSWORD, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
