@@ -102,9 +102,10 @@ def cleaned_batches(batches: Iterator[pa.RecordBatch], options: CleanOptions, st
                     processes: bool = False) -> Iterator[tuple[int, dict[str, int], dict[str, int]]]:
     """Clean batches into staging part files; yields (examples kept, dropped, nulls) per batch, in query order.
 
-    Threads share the process (the HTML converter and hashlib release the GIL, the rest of a row does not:
-    about 2x on any machine); processes (forkserver) scale with cores at ~100 MB each. Either way at most one
-    batch per worker is in flight, so memory stays a few batches whatever the result size."""
+    Threads share the process (the HTML converter and hashlib release the GIL, the rest of a row - about a third
+    of its CPU - does not: at most ~2x, measured ~1.2x on 2 cores); processes (forkserver) scale with cores at
+    ~230 MB each. Either way at most one batch per worker is in flight, so memory stays a few batches whatever
+    the result size."""
     first = next(batches, None)
     if first is None:
         return
