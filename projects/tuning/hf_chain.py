@@ -1,10 +1,12 @@
 """Models-from-code entry for an hf-tuned chain: QAChain(HFBackend(base + LoRA adapter), the pinned prompt)."""
 
 import mlflow
-import mlflow.pyfunc
+
+# predict comes from QAChainModel: questions in, answers out, input and backend errors as MlflowException
+from prompts.chain import QAChainModel
 
 
-class HFChainModel(mlflow.pyfunc.PythonModel):
+class HFChainModel(QAChainModel):
     """Loads base + adapter once per process; the base comes bundled or from `base_model_path` in the config."""
 
     def load_context(self, context):
@@ -18,18 +20,6 @@ class HFChainModel(mlflow.pyfunc.PythonModel):
         backend = HFBackend.load(base, context.artifacts["adapter"], int(config.get("max_new_tokens", 256)))
         self.chain = QAChain(backend, prompt, model_name=config.get("registered_model_name"),
                              chain_name=config.get("chain"), provider="hf")
-
-    def predict(self, context, model_input, params=None):
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-        from llmops.errors import InputError
-        from prompts.chain import questions_from_input
-
-        try:
-            return self.chain.answer_many(questions_from_input(model_input))
-        except InputError as exc:
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
 
 
 mlflow.models.set_model(HFChainModel())

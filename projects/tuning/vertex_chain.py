@@ -4,10 +4,12 @@ Building the provider needs no credentials; the first question does (Application
 """
 
 import mlflow
-import mlflow.pyfunc
+
+# predict comes from QAChainModel: questions in, answers out, input and backend errors as MlflowException
+from prompts.chain import QAChainModel
 
 
-class VertexChainModel(mlflow.pyfunc.PythonModel):
+class VertexChainModel(QAChainModel):
     def load_context(self, context):
         from backends.vertex import VertexGeminiProvider
         from prompts.chain import QAChain
@@ -20,18 +22,6 @@ class VertexChainModel(mlflow.pyfunc.PythonModel):
                                        params=prompt.model_parameters)
         self.chain = QAChain(backend, prompt, model_name=config.get("registered_model_name"),
                              chain_name=config.get("chain"), provider="vertex", model_id=config["endpoint"])
-
-    def predict(self, context, model_input, params=None):
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-        from llmops.errors import InputError
-        from prompts.chain import questions_from_input
-
-        try:
-            return self.chain.answer_many(questions_from_input(model_input))
-        except InputError as exc:
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
 
 
 mlflow.models.set_model(VertexChainModel())

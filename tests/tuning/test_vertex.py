@@ -114,6 +114,14 @@ def test_happy_path_uploads_tunes_polls_logs_and_registers(store) -> None:
     local = mlflow.artifacts.download_artifacts(f"models:/vertex-happy/{version.version}")
     model_config = Model.load(str(Path(local) / "MLmodel")).flavors["python_function"]["config"]
     assert model_config["endpoint"] == fakes.ENDPOINT and model_config["project"] == "demo-project"
+    # it loads by alias without credentials (the first question needs them), and bad input is the caller's error
+    import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
+
+    model = mlflow.pyfunc.load_model("models:/vertex-happy@dev")
+    with pytest.raises(MlflowException, match="question") as info:
+        model.predict([{"question": "   "}])
+    assert info.value.error_code == "INVALID_PARAMETER_VALUE"
 
 
 @pytest.mark.parametrize(("state", "message"), [(fakes.S.JOB_STATE_FAILED, "quota exceeded for tuning"),
