@@ -8,6 +8,7 @@ memory limit.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -127,18 +128,12 @@ def cleaned_batches(batches: Iterator[pa.RecordBatch], options: CleanOptions, st
 
     with pool:
         pending: list[Future] = []
-        for index, batch in enumerate(_chain(first, batches)):
+        for index, batch in enumerate(itertools.chain([first], batches)):
             pending.append(submit(index, batch))
             while len(pending) > workers:
                 yield pending.pop(0).result()
         while pending:
             yield pending.pop(0).result()
-
-
-def _chain(*head_and_rest: Any) -> Iterator[pa.RecordBatch]:
-    *head, rest = head_and_rest
-    yield from head
-    yield from rest
 
 
 def _funnel(warehouse: Warehouse, params: dict[str, Any]) -> dict[str, int] | None:

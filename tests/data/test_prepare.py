@@ -173,15 +173,21 @@ def test_parquet_outputs_when_large_enough(clean_in: str, tracking_uri: str, tmp
     assert dataset_digest(rows) == _runs()[0].data.tags["llmops.dataset_digest"]
 
 
-def test_shared_stackexchange_data(tracking_uri: str, shared_data: Path, tmp_path: Path,
-                                   monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """Real, messy multi-site data: NULL dates and tags, Markdown and HTML bodies, ids unique per site only."""
-    folder = shared_data / "stackexchange"
+def _prepare_shared(folder: Path, tag_pattern: str, cutoff: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                    capsys: pytest.CaptureFixture[str]):
+    """`llmops data prepare` on a folder of shared BigQuery-shaped tables; returns its (only) run."""
     _tables(monkeypatch, folder / "posts_questions.parquet", folder / "posts_answers.parquet")
-    code, _, err = _cli(["data", "prepare", "--tag-pattern", ".*", "--answer-date-cutoff", "1970-01-01",
+    code, _, err = _cli(["data", "prepare", "--tag-pattern", tag_pattern, "--answer-date-cutoff", cutoff,
                          "--output-dir", str(tmp_path / "out")], capsys)
     assert code == 0, err
     (run,) = _runs()
+    return run
+
+
+def test_shared_stackexchange_data(tracking_uri: str, shared_data: Path, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Real, messy multi-site data: NULL dates and tags, Markdown and HTML bodies, ids unique per site only."""
+    run = _prepare_shared(shared_data / "stackexchange", ".*", "1970-01-01", tmp_path, monkeypatch, capsys)
     rows = read_examples(run.data.tags["llmops.train_uri"]) + read_examples(run.data.tags["llmops.eval_uri"])
     sites = {r["site"] for r in rows}
     assert len(sites) >= 4 and len({r["id"] for r in rows}) == len(rows)
@@ -201,12 +207,7 @@ def test_shared_stackexchange_data(tracking_uri: str, shared_data: Path, tmp_pat
 
 def test_shared_stackoverflow_data(tracking_uri: str, shared_data: Path, tmp_path: Path,
                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    folder = shared_data / "stackoverflow"
-    _tables(monkeypatch, folder / "posts_questions.parquet", folder / "posts_answers.parquet")
-    code, _, err = _cli(["data", "prepare", "--tag-pattern", "neo4j|cypher", "--answer-date-cutoff", "2010-01-01",
-                         "--output-dir", str(tmp_path / "out")], capsys)
-    assert code == 0, err
-    (run,) = _runs()
+    run = _prepare_shared(shared_data / "stackoverflow", "neo4j|cypher", "2010-01-01", tmp_path, monkeypatch, capsys)
     rows = read_examples(run.data.tags["llmops.train_uri"])
     assert rows and all("neo4j" in r["tags"] or "cypher" in r["tags"] for r in rows)
     assert run.data.metrics["n_rows_from_query"] >= run.data.metrics["n_examples"]
