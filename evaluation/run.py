@@ -261,7 +261,7 @@ def run_evaluate_step(retriever_uri: str, eval_uri: str, train_uri: str | None =
 
     from llmops.settings import load_settings
     from projects.data.transform import dataset_digest
-    from projects.datasets import prompt_of, read_examples
+    from llmops.dataset import prompt_of, read_examples
 
     settings = settings or load_settings()
     dataset = load_eval_dataset(eval_uri, limit=limit)

@@ -136,7 +136,7 @@ def register_chain(model_name: str, tune_run_id: str, eval_run_id: str, alias: s
             artifacts["retriever"] = str(download(retriever_uri, Path(tmp) / "dl"))
         train_uri = params.get("train_uri")
         if settings.chain.grounding_k > 0 and train_uri and provider["kind"] != "retrieval":
-            from projects.datasets import read_examples
+            from llmops.dataset import read_examples
             from prompts.grounding import GroundingIndex
 
             artifacts["grounding"] = str(GroundingIndex.fit(read_examples(train_uri)).save(Path(tmp) / "grounding"))

@@ -1,6 +1,6 @@
 """Dataset files written by DuckDB `COPY` straight from the staging table: no row passes through Python.
 
-- `<split>.jsonl`: one example per line with the keys `projects.datasets.REQUIRED_KEYS` needs (plus site, split,
+- `<split>.jsonl`: one example per line with the keys `llmops.dataset.REQUIRED_KEYS` needs (plus site, split,
   answer_id, tags, link) - the seeds' `input_text`/`output_text` format;
 - `<split>_vertex.jsonl`: Vertex AI supervised tuning chat format,
   `{"contents": [{"role": "user", "parts": [{"text": ...}]}, {"role": "model", "parts": [{"text": ...}]}]}`;

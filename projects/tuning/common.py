@@ -12,7 +12,7 @@ from typing import Any
 
 from llmops.errors import DataError
 from projects.data.transform import dataset_digest
-from projects.datasets import prompt_of, read_examples
+from llmops.dataset import prompt_of, read_examples
 
 USER_ROLE = "user"
 MODEL_ROLE = "model"

@@ -13,7 +13,7 @@ import pytest
 from llmops.cli import main
 from llmops.errors import DataError
 from projects.data.importer import import_posts, parse_tags
-from projects.datasets import read_examples
+from llmops.dataset import read_examples
 
 SITE = "ai.stackexchange.com"
 

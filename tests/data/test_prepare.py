@@ -12,7 +12,7 @@ import pytest
 from llmops.cli import main
 from llmops.errors import DataError
 from projects.data.transform import dataset_digest
-from projects.datasets import REQUIRED_KEYS, read_examples
+from llmops.dataset import REQUIRED_KEYS, read_examples
 
 QUESTIONS = "bigquery-public-data.stackoverflow.posts_questions"
 ANSWERS = "bigquery-public-data.stackoverflow.posts_answers"

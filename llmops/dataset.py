@@ -1,4 +1,4 @@
-"""Reading a versioned dataset back from its MLflow artifact URI, with the checks every consumer needs."""
+"""The dataset contract every step shares: the example schema, the reader, and (below) the one digest."""
 
 from __future__ import annotations
 
