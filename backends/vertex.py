@@ -31,7 +31,7 @@ class VertexGeminiProvider(ProviderBackend):
 
     def __init__(self, model: str, project: str | None = None, location: str | None = None, client: Any = None,
                  timeout_s: float = 60, max_retries: int = 3, params: dict[str, Any] | None = None,
-                 system: str | None = None, backoff_s: float = 0.5) -> None:
+                 system: str | None = None, backoff_s: float = 0.5, api_endpoint: str | None = None) -> None:
         if not model:
             raise ConfigError("vertex: a model id is required (e.g. gemini-2.5-flash or a tuned endpoint)")
         if timeout_s <= 0 or max_retries < 0:
@@ -45,6 +45,7 @@ class VertexGeminiProvider(ProviderBackend):
         self.backoff_s = backoff_s
         self.params = check_params(self.name, dict(params or {}))
         self.system = system
+        self.api_endpoint = api_endpoint  # a regional / Private Service Connect endpoint; None: Google's default
         self._client = client
 
     @property
@@ -59,7 +60,7 @@ class VertexGeminiProvider(ProviderBackend):
             try:
                 self._client = genai.Client(
                     vertexai=True, project=self.project, location=self.location,
-                    http_options=types.HttpOptions(timeout=int(self.timeout_s * 1000)),
+                    http_options=types.HttpOptions(timeout=int(self.timeout_s * 1000), base_url=self.api_endpoint),
                 )
             except Exception as exc:
                 raise BackendError(f"vertex: cannot create a client: {type(exc).__name__}: {exc}") from exc

@@ -10,6 +10,9 @@ import typer
 from llmops.cli_support import TrackingUri, blank_to_none, echo, start
 
 app = typer.Typer(no_args_is_help=True)
+# What `eval run` prints (every metric is in the run): what a reviewer reads first.
+HEADLINE_METRICS = ("n_rows", "n_train", "coverage", "answered_token_f1", "answered_rouge_l", "utility",
+                    "token_f1/mean", "cited/mean", "judge_errors")
 review_app = typer.Typer(no_args_is_help=True, help="Human review: export rows to rate, import the ratings.")
 app.add_typer(review_app, name="review")
 
@@ -17,56 +20,58 @@ app.add_typer(review_app, name="review")
 @app.command("run")
 def run_command(
     eval_uri: str = typer.Option(..., help="Eval dataset JSONL (runs:/..., models:/... or a path); needs references."),
-    model_uri: str = typer.Option(None, help="Evaluate this model (models:/name@alias, models:/name/3, runs:/...)."),
-    retriever_uri: str = typer.Option(None, help="Or: the chain with this tuned retriever (runs:/<tune>/retriever)."),
-    prompt_uri: str = typer.Option(None, help="Chain only: prompt version (prompts:/name/2); default: the dataset's."),
-    train_uri: str = typer.Option(None, help="Train JSONL: its question ids are the sources a citation may name."),
+    tune_run_id: str = typer.Option(None, help="Evaluate this tuning run's chain, built as it will be registered."),
+    model_uri: str = typer.Option(None, help="Or: this model (models:/name@alias, models:/name/3, runs:/...)."),
+    train_uri: str = typer.Option(None, help="Model only: train JSONL for the baselines and citation checks "
+                                  "(default: the train split of the version's tuning run)."),
     judge_provider: str = typer.Option(None, help="LLM judge provider: none, openai, vertex (default: settings)."),
     judge_model: str = typer.Option(None, help="Judge model name."),
     judge_base_url: str = typer.Option(None, help="OpenAI-compatible judge endpoint, e.g. http://127.0.0.1:8000/v1."),
     limit: int = typer.Option(None, min=1, help="Evaluate only the first N rows."),
-    run_name: str = typer.Option("evaluate", help="MLflow run name."),
+    run_name: str = typer.Option(None, help="MLflow run name (default: `eval <what was evaluated>`)."),
     tracking_uri: str = TrackingUri,
 ) -> None:
-    """Evaluate with mlflow.genai.evaluate: scorers, optional judges, CIs, per-row table and plots."""
+    """Evaluate with mlflow.genai.evaluate: scorers, baselines on the same rows, optional judges, CIs, rows, plots."""
     import mlflow
 
     from evaluation.dataset import load_eval_dataset
     from evaluation.judges import client_from_settings, make_judges
-    from evaluation.run import (
-        evaluate_target,
-        model_target,
-        raise_on_judge_errors,
-        run_evaluate_step,
-        train_source_ids,
-    )
+    from evaluation.run import evaluate_target, model_target, raise_on_judge_errors, tune_run_target
     from llmops.errors import ConfigError
 
     settings = start(**{"mlflow.tracking_uri": tracking_uri, "evaluation.judge.provider": judge_provider,
                         "evaluation.judge.model": judge_model, "evaluation.judge.base_url": judge_base_url})
-    model_uri, retriever_uri = blank_to_none(model_uri), blank_to_none(retriever_uri)
-    train_uri, prompt_uri = blank_to_none(train_uri), blank_to_none(prompt_uri)
-    if bool(model_uri) == bool(retriever_uri):
-        raise ConfigError("give exactly one of --model-uri or --retriever-uri")
+    model_uri, tune_run_id, train_uri = blank_to_none(model_uri), blank_to_none(tune_run_id), blank_to_none(train_uri)
+    if bool(model_uri) == bool(tune_run_id):
+        raise ConfigError("give exactly one of --tune-run-id or --model-uri")
+    if train_uri and tune_run_id:
+        raise ConfigError("--train-uri applies to --model-uri; a tuning run knows its train split")
+    dataset = load_eval_dataset(eval_uri, limit=limit)  # bad data fails before any model is loaded
     judge_cfg = settings.evaluation.judge
     client = client_from_settings(judge_cfg) if judge_cfg.provider != "none" else None
     judges = make_judges(client, list(judge_cfg.judges)) if client else None
     judge_name = f"{judge_cfg.provider}:{judge_cfg.model}" if client else None
-    with mlflow.start_run(run_name=run_name) as run:
-        if retriever_uri:
-            metrics = run_evaluate_step(retriever_uri, eval_uri, train_uri, prompt_uri=prompt_uri, settings=settings,
-                                        judges=judges, judge_model=judge_name, limit=limit)
-        else:
-            if prompt_uri:
-                raise ConfigError("--prompt-uri applies to the chain (--retriever-uri); a model carries its prompt")
-            sources = train_source_ids(train_uri) if train_uri else None
-            outcome = evaluate_target(model_target(model_uri), load_eval_dataset(eval_uri, limit=limit),
-                                      settings=settings, judges=judges, judge_model=judge_name,
-                                      known_sources=sources, extra_params={"train_uri": train_uri or ""})
-            raise_on_judge_errors(outcome)
-            metrics = outcome.metrics
-    for name in sorted(metrics):
-        echo(f"{name}: {metrics[name]:.4f}")
+    target = tune_run_target(tune_run_id, settings) if tune_run_id else model_target(model_uri)
+    if train_uri:
+        from evaluation.run import train_info
+
+        target.known_sources, target.train_answers, n_train = train_info(train_uri)
+        target.params.update(train_uri=train_uri, n_train=n_train)
+    with mlflow.start_run(run_name=blank_to_none(run_name) or f"eval {target.name}") as run:
+        if tune_run_id:
+            mlflow.set_tag("llmops.tune_run_id", tune_run_id)
+        outcome = evaluate_target(target, dataset, settings=settings, judges=judges, judge_model=judge_name)
+        raise_on_judge_errors(outcome)
+    metrics = outcome.metrics
+    for name in HEADLINE_METRICS:
+        if name in metrics:
+            echo(f"{name}: {metrics[name]:.4f}")
+    for baseline in ("random_answer", "always_abstain"):
+        prefix = f"vs/{baseline}/{'answered_token_f1' if baseline == 'random_answer' else 'utility'}"
+        if f"{prefix}/delta" in metrics:
+            echo(f"{prefix}: {metrics[prefix + '/delta']:+.4f} "
+                 f"(95% CI {metrics[prefix + '/ci_low']:+.4f}..{metrics[prefix + '/ci_high']:+.4f})")
+    echo(f"({len(metrics)} metrics in all, in the MLflow run)")
     if client is not None and client.cache is not None:
         echo(f"judge calls: {client.calls} (cache hits {client.cache.hits})")
     echo(f"run: {run.info.run_id}")
@@ -113,26 +118,30 @@ def gate_command(
     tracking_uri: str = TrackingUri,
 ) -> None:
     """Print each gate with its numbers; exit non-zero when an enforced gate fails."""
-    from evaluation.gates import champion_metrics, check_gates, load_gates
+    from mlflow.tracking import MlflowClient
+
+    from evaluation.champion import compare_with_champion, resolve_champion
+    from evaluation.gates import check_gates, load_gates
     from llmops.errors import GateFailedError
     from llmops.tracking import get_run
 
     settings = start(**{"mlflow.tracking_uri": tracking_uri,
                         "evaluation.gates_file": str(gates_file) if gates_file else None})
     gates = load_gates(settings.evaluation.gates_file)
-    metrics = get_run(run_id).data.metrics
+    run = get_run(run_id)
     if gates.mode == "disabled":
         echo("gates disabled in the gates file: nothing checked")
         return
-    champion = None
+    champion: dict = {"champion_absent": "not checked: no champion given (--against models:/NAME@ALIAS)"}
     if against:
-        found = champion_metrics(against)
-        if found is None:
-            echo(f"no champion at {against}: non-regression checks skipped")
-        else:
-            echo(f"champion: {found[0]}")
-            champion = found[1]
-    results = check_gates(metrics, gates, target, champion_metrics=champion)
+        cfg = settings.evaluation
+        name, version = resolve_champion(against)
+        comparison = compare_with_champion(MlflowClient(), run, name, version, samples=cfg.bootstrap_samples,
+                                           confidence=cfg.confidence, seed=cfg.seed)
+        echo(f"champion: {comparison.label}" + (f" ({comparison.note})" if comparison.note else ""))
+        champion = {"champion_metrics": comparison.metrics, "champion_leads": comparison.leads,
+                    "champion_note": comparison.note}
+    results = check_gates(run.data.metrics, gates, target, **champion)
     for result in results:
         echo(result.line())
     failed = sum(not r.passed for r in results)

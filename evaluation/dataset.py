@@ -1,18 +1,20 @@
-"""The eval dataset: JSONL rows with an id, a question and a reference answer, and its content digest.
+"""The eval dataset: JSONL rows with an id, a question and a reference answer, and their identity.
 
 The prepared eval split (`projects.data`) qualifies as is; any JSONL with `question` and `answer` (or
 `expected_response`) does too. A row without a reference is refused: every reference-based score needs one.
+`digest` names the rows scored (`llmops.dataset.split_digest`); `identity` the dataset version the file belongs
+to (its manifest's digest, scope and lineage; for a hand-made file, a digest of the file alone).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops.dataset import DatasetIdentity, identify, split_digest
 from llmops.errors import DataError
 from llmops.jsonl import json_records
 from llmops.tracking import download
@@ -34,15 +36,12 @@ class EvalDataset:
     uri: str
     rows: list[EvalRow]
     raw: list[dict[str, Any]]
+    identity: DatasetIdentity
 
     @property
     def digest(self) -> str:
-        """Digest of (id, question, reference) in id order: two runs with equal digests scored the same rows."""
-        hasher = hashlib.sha256()
-        for row in sorted(self.rows, key=lambda r: r.row_id):
-            hasher.update(json.dumps([row.row_id, row.question, row.reference], ensure_ascii=False).encode())
-            hasher.update(b"\n")
-        return hasher.hexdigest()[:16]
+        """The rows scored: two runs with equal digests scored the same rows."""
+        return split_digest({**item, "id": row.row_id} for item, row in zip(self.raw, self.rows, strict=True))
 
 
 def parse_rows(lines: list[str], uri: str) -> tuple[list[EvalRow], list[dict[str, Any]]]:
@@ -75,6 +74,7 @@ def load_eval_dataset(uri: str, limit: int | None = None) -> EvalDataset:
             raise DataError(f"eval dataset {uri} is a directory, expected a JSONL file")
         lines = path.read_text(encoding="utf-8").splitlines()
     rows, raw = parse_rows(lines, uri)
+    identity = identify({"eval": (uri, [{**item, "id": row.row_id} for item, row in zip(raw, rows, strict=True)])})
     if limit is not None:
         rows, raw = rows[:limit], raw[:limit]
-    return EvalDataset(uri, rows, raw)
+    return EvalDataset(uri, rows, raw, identity)

@@ -1,21 +1,31 @@
 """Quality gates as data: one YAML file, one function that checks a run's metrics against it.
 
-A gate bounds one logged metric (`min` and/or `max`) and may add a non-regression tolerance
-(`max_regression`) checked against the current champion's metrics when they are given: the candidate may
-be at most that much worse than the champion, "worse" read from the bound (a `min` gate: higher is better;
-a `max`-only gate: lower is better). The registry's promotion calls the same `check_gates`.
+Three kinds of gate, each on one logged metric:
+- an absolute bound: `min` and/or `max`;
+- a lead over a baseline on the same rows: `beats: random_answer | always_abstain | champion` with `margin`: the
+  lower bound of the paired-bootstrap CI of (model - baseline) must be >= margin (a negative margin is a
+  non-inferiority check: "at most this much worse than the champion");
+- a non-regression tolerance `max_regression` against the champion's mean (unpaired; for champions scored on
+  other rows).
+`llmops eval gate` and the registry's promotion call the same `check_gates`.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from llmops.errors import ConfigError, NotFoundError
+from evaluation.baselines import BASELINES, CHAMPION, RELATIVE_METRICS, interval_from_metrics
+from evaluation.stats import Interval
+from llmops.errors import ConfigError
 from llmops.yamlfile import load_yaml_model
+
+KNOWN_BASELINES = (*BASELINES, CHAMPION)
 
 
 class Gate(BaseModel):
@@ -25,11 +35,34 @@ class Gate(BaseModel):
     min: float | None = None
     max: float | None = None
     max_regression: float | None = Field(default=None, ge=0.0)
+    beats: str | None = Field(default=None, description="random_answer, always_abstain or champion")
+    margin: float | None = Field(default=None, description="lower CI bound of (model - baseline) must be >= this")
+
+    @field_validator("min", "max", "max_regression", "margin")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
 
     @model_validator(mode="after")
     def _has_bound(self) -> Gate:
+        if self.beats is not None:
+            if self.beats not in KNOWN_BASELINES:
+                raise ValueError(f"gate on {self.metric!r} names unknown baseline {self.beats!r} "
+                                 f"(known: {', '.join(KNOWN_BASELINES)})")
+            if self.metric not in RELATIVE_METRICS:
+                raise ValueError(f"gate on {self.metric!r} cannot compare with a baseline "
+                                 f"(comparable: {', '.join(RELATIVE_METRICS)})")
+            if self.margin is None:
+                raise ValueError(f"gate on {self.metric!r} beats {self.beats!r} needs a margin")
+            if self.min is not None or self.max is not None or self.max_regression is not None:
+                raise ValueError(f"gate on {self.metric!r} beats {self.beats!r}: write bounds as a gate of their own")
+            return self
+        if self.margin is not None:
+            raise ValueError(f"gate on {self.metric!r} has a margin but no `beats` baseline")
         if self.min is None and self.max is None:
-            raise ValueError(f"gate on {self.metric!r} needs min or max")
+            raise ValueError(f"gate on {self.metric!r} needs min or max (or beats + margin)")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"gate on {self.metric!r} has min > max")
         return self
@@ -44,6 +77,15 @@ class GatesFile(BaseModel):
 
     mode: Literal["disabled", "dry-run", "enforced"] = "enforced"
     targets: dict[str, list[Gate]]
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> GatesFile:
+        if not self.targets:
+            raise ValueError("targets is empty: a gates file with no gates would pass anything")
+        for target, gates in self.targets.items():
+            if not gates:
+                raise ValueError(f"targets.{target} has no gates (remove the target, or set mode: disabled)")
+        return self
 
 
 @dataclass(frozen=True)
@@ -102,43 +144,49 @@ def _regression_check(gate: Gate, value: float | None, champion: float | None) -
     return GateResult(name, value, bound, bool(ok))
 
 
-def check_gates(metrics: dict[str, float], gates: GatesFile, target: str,
-                champion_metrics: dict[str, float] | None = None) -> list[GateResult]:
+def _lead_check(gate: Gate, interval: Interval | None, champion_note: str | None,
+                champion_absent: str = "no champion yet; not checked") -> GateResult:
+    name = f"{gate.metric} vs {gate.beats}"
+    bound = f"lower bound >= {gate.margin:+.3f}"
+    if interval is None:
+        if gate.beats == CHAMPION:
+            return GateResult(name, None, bound, champion_note is None, note=champion_note or champion_absent)
+        return GateResult(name, None, bound, False, note=f"baseline {gate.beats} was not computed by this "
+                                                          "evaluation (no training answers known)")
+    if interval.n == 0 or not math.isfinite(interval.low):
+        return GateResult(name, None, bound, False, note="no rows to compare")
+    ok = interval.low >= gate.margin - 1e-12
+    note = (f"model - {gate.beats} = {interval.estimate:+.3f}, CI {interval.low:+.3f}..{interval.high:+.3f} "
+            f"over {interval.n} rows")
+    return GateResult(name, interval.estimate, bound, ok, note=note)
+
+
+def check_gates(metrics: Mapping[str, float], gates: GatesFile, target: str,
+                champion_metrics: Mapping[str, float] | None = None,
+                champion_leads: Mapping[str, Interval] | None = None,
+                champion_note: str | None = None,
+                champion_absent: str = "no champion yet; not checked") -> list[GateResult]:
     """Check every gate of `target`; a metric the run lacks fails its gate.
 
-    With `champion_metrics` (the current holder of the alias), gates that set `max_regression` also check
-    that the candidate is no more than that much worse than the champion.
+    Baseline leads are read from the run's own `vs/<baseline>/...` metrics. For the champion: `champion_leads`
+    (metric -> paired interval, computed on the same rows by the caller) serve `beats: champion` gates, and
+    `champion_metrics` (its eval run's metrics) serve `max_regression` gates. `champion_note` says why there is
+    no paired comparison (a failure); with neither, there is no champion and the gate passes, saying
+    `champion_absent`.
     """
     if target not in gates.targets:
         raise ConfigError(f"no gates defined for target {target!r} (defined: {', '.join(sorted(gates.targets))})")
     results = []
     for gate in gates.targets[target]:
+        if gate.beats == CHAMPION:
+            results.append(_lead_check(gate, (champion_leads or {}).get(gate.metric), champion_note,
+                                       champion_absent))
+            continue
+        if gate.beats is not None:
+            results.append(_lead_check(gate, interval_from_metrics(dict(metrics), gate.beats, gate.metric), None))
+            continue
         value = metrics.get(gate.metric)
         results.append(_bound_check(gate, value))
         if champion_metrics is not None and gate.max_regression is not None:
             results.append(_regression_check(gate, value, champion_metrics.get(gate.metric)))
     return results
-
-
-def champion_metrics(model_uri: str) -> tuple[str, dict[str, float]] | None:
-    """Metrics of the eval run behind `models:/name@alias` (its `llmops.eval_run_id` tag); None if no champion.
-
-    A missing alias means there is no champion yet (the first promotion); a version without an eval run is an
-    error, since its quality cannot be compared.
-    """
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    from llmops.tracking import get_run
-
-    if not model_uri.startswith("models:/") or "@" not in model_uri:
-        raise ConfigError(f"--against needs a model alias URI like models:/name@production, got {model_uri!r}")
-    name, alias = model_uri.removeprefix("models:/").split("@", 1)
-    try:
-        version = MlflowClient().get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
-    eval_run_id = version.tags.get("llmops.eval_run_id")
-    if not eval_run_id:
-        raise NotFoundError(f"champion {name} v{version.version} (@{alias}) has no llmops.eval_run_id tag")
-    return f"{name} v{version.version} (eval run {eval_run_id})", dict(get_run(eval_run_id).data.metrics)

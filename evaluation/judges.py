@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -98,19 +97,17 @@ def parse_verdict(text: str) -> tuple[float, str]:
 class JudgeClient:
     """Provider + cache + concurrency limit + retries, shared by all judges of one evaluation."""
 
-    def __init__(self, provider: Provider, model: str, cache: JudgeCache | None = None, max_concurrency: int = 4,
-                 retries: int = 2, backoff_s: float = 0.5) -> None:
+    def __init__(self, provider: Provider, model: str, cache: JudgeCache | None = None,
+                 max_concurrency: int = 4) -> None:
         if not callable(getattr(provider, "complete", None)):
             raise ConfigError(f"judge provider {type(provider).__name__} has no complete(messages) method")
         if not model:
             raise ConfigError("a judge needs a model name (evaluation.judge.model)")
-        if max_concurrency < 1 or retries < 0:
-            raise ConfigError("judge max_concurrency must be >= 1 and retries >= 0")
+        if max_concurrency < 1:
+            raise ConfigError("judge max_concurrency must be >= 1")
         self.provider = provider
         self.model = model
         self.cache = cache
-        self.retries = retries
-        self.backoff_s = backoff_s
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._lock = threading.Lock()
         self.calls = 0
@@ -132,21 +129,17 @@ class JudgeClient:
         return value, why, False
 
     def _complete(self, messages: list[dict[str, str]]) -> str:
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+        """One provider call: retries live in the provider (`backends.remote.call_with_retries`), in one layer."""
+        with self._slots:
+            with self._lock:
+                self.calls += 1
             try:
-                with self._slots:
-                    with self._lock:
-                        self.calls += 1
-                    completion = self.provider.complete(messages, temperature=0.0)
-                return completion.text if hasattr(completion, "text") else str(completion)
-            except ConfigError:
+                completion = self.provider.complete(messages, temperature=0.0)
+            except (ConfigError, BackendError):
                 raise
-            except Exception as exc:  # noqa: BLE001 - any provider failure is retried, then reported
-                last = exc
-        raise BackendError(f"judge model {self.model} failed after {self.retries + 1} attempt(s): {last}") from last
+            except Exception as exc:  # noqa: BLE001 - a provider outside `backends` may raise anything
+                raise BackendError(f"judge model {self.model} failed: {type(exc).__name__}: {exc}") from exc
+        return completion.text if hasattr(completion, "text") else str(completion)
 
 
 def _context_of(outputs: Any) -> str:
@@ -207,9 +200,10 @@ def provider_from_settings(judge: Any) -> Provider:
                                         timeout_s=judge.timeout_s, max_retries=judge.retries)
     from backends.vertex import VertexGeminiProvider
 
-    return VertexGeminiProvider(judge.model, project=judge.project, location=judge.location)
+    return VertexGeminiProvider(judge.model, project=judge.project, location=judge.location,
+                                timeout_s=judge.timeout_s, max_retries=judge.retries)
 
 
 def client_from_settings(judge: Any, provider: Provider | None = None) -> JudgeClient:
     return JudgeClient(provider or provider_from_settings(judge), judge.model or "", JudgeCache(judge.cache_dir),
-                       max_concurrency=judge.max_concurrency, retries=judge.retries)
+                       max_concurrency=judge.max_concurrency)

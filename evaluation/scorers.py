@@ -279,7 +279,9 @@ RUN_METRICS: dict[str, MetricInfo] = {
     "coverage": MetricInfo("higher", True),
     "answered_token_f1": MetricInfo("higher", True),
     "answered_rouge_l": MetricInfo("higher", True),
+    "utility": MetricInfo("higher", True),
     "n_rows": MetricInfo(None, False),
+    "n_train": MetricInfo(None, False),
     "judge_errors": MetricInfo("lower", False),
 }
 

@@ -168,10 +168,10 @@ class BackendSettings(_Section):
 
 
 class ChainProviderSettings(_Section):
-    """Which model answers in the chain; swapping provider is a change here (see docs/prompts.md)."""
+    """How the chain calls a remote model: the served model of `tune --backend openai_compat`, and the timeout and
+    retries of every remote provider (Vertex included)."""
 
-    kind: Literal["retrieval", "vertex", "openai_compat"] = "retrieval"
-    model: str | None = Field(default=None, description="Vertex model id / tuned endpoint, or the served model name.")
+    model: str | None = Field(default=None, description="openai_compat: the served model name.")
     base_url: str | None = Field(default=None, description="openai_compat: e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = Field(default=None, description="Name of the env variable holding the API key.")
     project: str | None = None
@@ -284,6 +284,9 @@ class VertexTuningSettings(_Section):
     poll_max_s: float = Field(default=300.0, ge=0.0)
     timeout_s: float = Field(default=48 * 3600.0, gt=0.0)
     usd_per_million_training_tokens: float | None = Field(default=None, ge=0.0, description="For the cost metric.")
+    api_endpoint: str | None = Field(default=None, description="Vertex API endpoint (regional or Private Service "
+                                     "Connect), e.g. https://us-central1-aiplatform.googleapis.com/; default: "
+                                     "the SDK's.")
 
     @field_validator("adapter_size")
     @classmethod
@@ -294,8 +297,10 @@ class VertexTuningSettings(_Section):
 
 
 class TuningSettings(_Section):
-    backend: Literal["local", "vertex", "hf"] = "local"
+    backend: Literal["local", "hf", "vertex", "openai_compat"] = "local"
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    validation_percent: int = Field(default=15, ge=0, le=50, description="Share of train (stable by example id) "
+                                    "on which tuners choose their knobs; the eval split is only gated.")
     hf: HFTuningSettings = Field(default_factory=HFTuningSettings)
     vertex: VertexTuningSettings = Field(default_factory=VertexTuningSettings)
 

@@ -101,7 +101,13 @@ class Driver:
 
 
 def export_settings(settings: Settings) -> None:
-    """Steps run as subprocesses in the project directory: hand them this process's resolved settings."""
+    """Steps run as subprocesses in the project directory: hand them this process's resolved settings, and this
+    interpreter first on PATH (step commands are `python -m llmops.cli ...`)."""
+    import sys
+
+    bin_dir = str(Path(sys.executable).parent)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     os.environ["MLFLOW_TRACKING_URI"] = settings.mlflow.tracking_uri
     os.environ["LLMOPS_MLFLOW__TRACKING_URI"] = settings.mlflow.tracking_uri
     os.environ["LLMOPS_MLFLOW__EXPERIMENT_NAME"] = settings.mlflow.experiment_name
@@ -112,15 +118,23 @@ def export_settings(settings: Settings) -> None:
         os.environ["LLMOPS_CONFIG"] = str(Path(config).resolve())
 
 
+def section_digest(settings: Settings, *sections: str) -> str:
+    """Hash of the settings sections a step reads beyond its parameters (e.g. LoRA rank from LLMOPS_* or
+    llmops.yaml): changing one reruns the step instead of reusing a stale run."""
+    dumped = {name: settings.model_dump(mode="json")[name] for name in sections}
+    return hashlib.sha256(json.dumps(dumped, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def run_pipeline(settings: Settings, promote_to: str = "staging", log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the loop; returns the registered model name, version and the alias it now holds."""
+    """Run the loop for `settings.tuning.backend`; returns the registered model name, version and its alias."""
     import mlflow
 
     from llmops.tracking import configure_mlflow
 
     experiment_id = configure_mlflow(settings)
     export_settings(settings)
-    with mlflow.start_run(run_name="pipeline") as parent:
+    backend = settings.tuning.backend
+    with mlflow.start_run(run_name=f"pipeline {backend}") as parent:
         driver = Driver(settings, experiment_id, log)
         data = settings.data
         prep = driver.step("prepare_data", {
@@ -129,30 +143,44 @@ def run_pipeline(settings: Settings, promote_to: str = "staging", log: Callable[
             "test_percent": settings.dataprep.test_percent,
             "question_date_from": settings.dataprep.question_date_from or "",
             "question_date_to": settings.dataprep.question_date_to or "",
-        }, extra=f"{warehouse_fingerprint(settings)}:{settings.prompt.name}")
+        }, extra=f"{warehouse_fingerprint(settings)}:"
+                 f"{section_digest(settings, 'data', 'dataprep', 'warehouse', 'prompt')}")
         train_uri, eval_uri = prep.data.tags["llmops.train_uri"], prep.data.tags["llmops.eval_uri"]
-        # The evaluate/register steps below take the local retriever; hf/vertex register from `llmops tune`.
         tune = driver.step("tune", {
-            "backend": "local", "train_uri": train_uri, "eval_uri": eval_uri,
-            "vectorizer": settings.backend.vectorizer, "abstain_value": settings.backend.abstain_value,
-        })
-        evaluate = driver.step("evaluate", {
-            "retriever_uri": tune.data.tags["llmops.retriever_uri"], "eval_uri": eval_uri, "train_uri": train_uri,
-        })
+            "backend": backend, "train_uri": train_uri, "eval_uri": eval_uri, **_tuning_params(settings),
+        }, extra=section_digest(settings, "tuning", "backend", "chain"))
+        evaluate = driver.step("evaluate", {"tune_run_id": tune.info.run_id, "eval_uri": eval_uri},
+                               extra=section_digest(settings, "evaluation", "chain", "backend"))
         name = settings.model.registered_name
         register = driver.step(
             "register",
             {"model_name": name, "tune_run_id": tune.info.run_id, "eval_run_id": evaluate.info.run_id},
+            extra=section_digest(settings, "chain", "registry"),
             still_valid=lambda run: _version_exists(name, run.data.tags.get("llmops.model_version")),
         )
         version = register.data.tags["llmops.model_version"]
         driver.step("promote", {"model_name": name, "version": version, "alias": promote_to},
                     still_valid=lambda run: _alias_is(name, promote_to, version))
         mlflow.set_tags({"llmops.model_name": name, "llmops.model_version": version,
-                         "llmops.dataset_digest": prep.data.tags["llmops.dataset_digest"]})
-        mlflow.set_tags({"llmops.step": "main", "llmops.model_uri": f"models:/{name}@{promote_to}"})
+                         "llmops.dataset_digest": prep.data.tags["llmops.dataset_digest"],
+                         "llmops.tuning_backend": backend,
+                         "llmops.step": "main", "llmops.model_uri": f"models:/{name}@{promote_to}"})
         log(f"pipeline run {parent.info.run_id} done")
     return {"model_name": name, "version": version, "alias": promote_to}
+
+
+def _tuning_params(settings: Settings) -> dict[str, Any]:
+    """The tune entry point's parameters for the chosen backend (its other knobs come from the settings)."""
+    backend = settings.tuning.backend
+    if backend == "local":
+        return {"vectorizer": settings.backend.vectorizer, "abstain_value": settings.backend.abstain_value}
+    if backend == "hf":
+        cfg = settings.tuning.hf
+        return {"base_model": cfg.base_model_path or "", "epochs": cfg.epochs, "seed": settings.tuning.seed}
+    if backend == "vertex":
+        cfg = settings.tuning.vertex
+        return {"base_model": cfg.base_model, "epochs": cfg.epochs, "gcs_uri": cfg.gcs_uri or ""}
+    return {}
 
 
 def _version_exists(name: str, version: str | None) -> bool:

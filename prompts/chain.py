@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pyfunc
 from pydantic import BaseModel, Field
 
 from backends.base import Backend, Citation, Generation, Safety
@@ -30,11 +29,6 @@ CHAIN_NAME = "so-qa-retrieval"
 MAX_QUESTION_CHARS = 8000
 DEFAULT_REFUSAL = "I can't help with that request: the response was withheld by the safety filter."
 _WS = re.compile(r"[ \t]+")
-
-
-def chain_name_for(provider_kind: str) -> str:
-    """`so-qa-retrieval` for the default local answerer, `so-qa-grounded-<kind>` for generative providers."""
-    return CHAIN_NAME if provider_kind == "retrieval" else f"so-qa-grounded-{provider_kind}"
 
 
 class CitationOut(BaseModel):
@@ -112,7 +106,7 @@ class QAChain:
         self.refusal_message = refusal_message
         self.max_question_chars = max_question_chars
         self.provider = provider or getattr(backend, "name", None)
-        self.chain_name = chain_name or chain_name_for(self.provider or "retrieval")
+        self.chain_name = chain_name or CHAIN_NAME
         self.model_id = model_id or getattr(backend, "model", None) or self.provider
         self.max_concurrency = max_concurrency
         self.blocked_count = 0
@@ -226,93 +220,53 @@ def _citation_out(citation: Citation) -> CitationOut:
     return CitationOut(**vars(citation))
 
 
-def questions_from_input(model_input: Any) -> list[Any]:
-    """Accept a DataFrame with a `question` column, a list of dicts/strings, a dict or a string."""
-    import pandas as pd
+def chain_config(spec: Any, prompt: PinnedPrompt, chain_settings: Any, model_name: str | None = None) -> dict[str, Any]:
+    """The one description of a chain: evaluation builds from it, the release plan logs it as the model's config.
 
-    if isinstance(model_input, pd.DataFrame):
-        if "question" not in model_input.columns:
-            raise InputError(f"input needs a 'question' column; got {list(model_input.columns)}")
-        return model_input["question"].tolist()
-    if isinstance(model_input, str):
-        return [model_input]
-    if isinstance(model_input, dict):
-        model_input = [model_input]
-    if isinstance(model_input, list):
-        out = []
-        for item in model_input:
-            if isinstance(item, dict):
-                if "question" not in item:
-                    raise InputError("each input record needs a 'question' field")
-                out.append(item["question"])
-            else:
-                out.append(item)
-        return out
-    raise InputError(f"unsupported input type {type(model_input).__name__}")
+    `spec` is the tuning run's ProviderSpec; `chain_settings` the `chain` settings section (grounding, safety).
+    """
+    from backends.providers import kind_of, model_id
+
+    return {
+        **prompt.as_config(), "registered_model_name": model_name or "", "chain": kind_of(spec).chain_name,
+        "model_id": model_id(spec), "provider": spec.model_dump(mode="json"),
+        "grounding_k": int(chain_settings.grounding_k) if kind_of(spec).grounded else 0,
+        "max_question_chars": int(chain_settings.max_question_chars),
+        "safety": chain_settings.safety.model_dump(mode="json"),
+    }
 
 
-def chain_from_config(config: dict[str, Any], artifacts: dict[str, str], model_version: str | None = None,
-                      client: Any = None) -> QAChain:
-    """Rebuild the chain a logged model describes (model_config + artifacts); no secrets are in the config."""
-    from backends.factory import make_backend, provider_spec
+def config_fingerprint(config: dict[str, Any]) -> str:
+    """Hash of what decides the answers (everything but the registered name): evaluated == served is checked
+    by comparing the eval run's fingerprint with the release plan's."""
+    import hashlib
+    import json
+
+    payload = {k: v for k, v in config.items() if k != "registered_model_name"}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def build_chain(config: dict[str, Any], artifacts: dict[str, str], model_version: str | None = None,
+                client: Any = None) -> QAChain:
+    """The chain a config describes, with its artifacts local (name -> path); no secrets are in the config."""
+    from backends.providers import build_backend, kind_of
     from backends.safety import load_classifier
+    from llmops.provider_spec import parse_spec
     from prompts.grounding import GroundingIndex
 
     prompt = PinnedPrompt.from_config(config)
-    spec = provider_spec(config.get("provider") or {"kind": "retrieval"})
-    backend = make_backend(spec, retriever_dir=artifacts.get("retriever"), params=prompt.model_parameters,
-                           client=client)
-    grounding = GroundingIndex.load(Path(artifacts["grounding"])) if artifacts.get("grounding") else None
+    spec = parse_spec(config.get("provider"), "model config")
+    local = {name: Path(path) for name, path in artifacts.items()}
+    backend = build_backend(spec, local, prompt.model_parameters, client)
+    grounding_k = int(config.get("grounding_k", 0))
+    grounding = GroundingIndex.load(local["grounding"]) if kind_of(spec).grounded and grounding_k and \
+        "grounding" in local else None
     safety = config.get("safety") or {}
     return QAChain(
-        backend, prompt, model_name=config.get("registered_model_name"), model_version=model_version,
-        grounding=grounding, grounding_k=int(config.get("grounding_k", 3)),
+        backend, prompt, model_name=config.get("registered_model_name") or None, model_version=model_version,
+        grounding=grounding, grounding_k=grounding_k,
         classifier=load_classifier(safety.get("lexicon"), float(safety.get("threshold", 0.5))),
         refusal_message=safety.get("refusal_message") or DEFAULT_REFUSAL,
         max_question_chars=int(config.get("max_question_chars", MAX_QUESTION_CHARS)),
-        chain_name=config.get("chain"), provider=spec["kind"], model_id=config.get("model_id"),
+        chain_name=config.get("chain"), provider=spec.kind, model_id=config.get("model_id"),
     )
-
-
-class QAChainModel(mlflow.pyfunc.PythonModel):
-    """The pyfunc wrapper logged from code: config and the fitted indexes come from the logged model."""
-
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        config = dict(context.model_config or {})
-        artifacts = dict(context.artifacts or {})
-        anchor = Path(next(iter(artifacts.values()))) if artifacts else None
-        version = _own_version(config.get("registered_model_name"), anchor) if anchor else None
-        self.chain = chain_from_config(config, artifacts, model_version=version)
-
-    def predict(self, context, model_input, params=None):  # no type hints: the signature is declared at log time
-        from mlflow.exceptions import MlflowException
-        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-
-        from llmops.errors import BackendError
-
-        try:
-            return self.chain.answer_many(questions_from_input(model_input))
-        except InputError as exc:
-            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from exc
-        except BackendError as exc:
-            raise MlflowException(str(exc)) from exc
-
-
-def _own_version(name: str | None, artifact_dir: Path) -> str | None:
-    """Find which registered version this model is, from its logged-model id; None when offline or unknown."""
-    if not name:
-        return None
-    try:
-        from mlflow.models import Model
-        from mlflow.tracking import MlflowClient
-
-        model_dir = artifact_dir.parent.parent
-        model_id = Model.load(str(model_dir / "MLmodel")).model_id
-        if not model_id:
-            return None
-        for version in MlflowClient().search_model_versions(f"name='{name}'"):
-            if getattr(version, "model_id", None) == model_id or version.source == f"models:/{model_id}":
-                return str(version.version)
-    except Exception:  # noqa: BLE001 - the version is informative; serving must not fail for it
-        return None
-    return None

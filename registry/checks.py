@@ -5,7 +5,6 @@ Order: bundle -> order (ledger) -> eval run and dataset -> gates -> non-regressi
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,9 +29,9 @@ class Check:
 
 
 def bundle_tags() -> tuple[str, ...]:
-    from registry.register import BUNDLE_TAGS
+    from registry.release import BUNDLE_KEYS
 
-    return tuple(BUNDLE_TAGS)
+    return BUNDLE_KEYS
 
 
 def bundle_of(model_version: Any) -> dict[str, str | None]:
@@ -61,51 +60,61 @@ def check_order(ledger: Ledger, name: str, version: str, alias: str, rule: Alias
     return checks
 
 
-def current_dataset_digest(client: Any, experiment_id: str, policy: Policy) -> tuple[str | None, str]:
-    """(digest, where it came from): pinned in the policy, else the newest finished prepare_data run."""
+def current_dataset_digest(client: Any, experiment_ids: list[str], lineage: str | None,
+                           policy: Policy) -> tuple[str | None, str]:
+    """(digest, where it came from): pinned in the policy, else the newest finished data-step run of the same
+    lineage (same query, parameters and tables): preparing other datasets beside it does not make it stale."""
     if policy.dataset.pinned_digest:
         return policy.dataset.pinned_digest, "pinned in the policy"
-    runs = client.search_runs([experiment_id],
-                              filter_string="tags.`llmops.step` = 'prepare_data' and attributes.status = 'FINISHED'",
+    if not lineage or lineage == "none":
+        return None, "the dataset has no lineage (not written by the data step); pin dataset.pinned_digest"
+    runs = client.search_runs(experiment_ids,
+                              filter_string=("tags.`llmops.step` = 'prepare_data' and attributes.status = 'FINISHED' "
+                                             f"and tags.`llmops.dataset_lineage` = '{lineage}'"),
                               order_by=["attributes.start_time DESC"], max_results=1)
     if not runs:
-        return None, "no finished prepare_data run in the experiment"
+        return None, f"no finished prepare_data run of lineage {lineage}"
     run = runs[0]
-    return run.data.tags.get("llmops.dataset_digest"), f"prepare_data run {run.info.run_id[:8]}"
+    return run.data.tags.get("llmops.dataset_digest"), f"newest prepare_data run {run.info.run_id[:8]} of lineage " \
+                                                      f"{lineage}"
 
 
-def check_eval_run(client: Any, eval_run: Any, bundle_digest: str | None, policy: Policy) -> list[Check]:
-    """The eval run is finished, scored this version's dataset, and that dataset is the current one."""
+def check_eval_run(client: Any, eval_run: Any, bundle: dict[str, str | None], policy: Policy) -> list[Check]:
+    """The eval run is finished, scored this version's dataset (same digest and lineage), and that dataset is the
+    current version of its lineage."""
     checks = []
     status = eval_run.info.status
     checks.append(Check("eval run", status == "FINISHED", f"{eval_run.info.run_id} status {status}"))
-    digest = eval_run.data.tags.get("llmops.dataset_digest") or eval_run.data.params.get("dataset_digest")
-    checks.append(Check("eval dataset = bundle dataset", bool(digest) and digest == bundle_digest,
-                        f"eval run scored {digest or 'unknown'}, bundle says {bundle_digest or 'unknown'}"))
+    params = eval_run.data.params
+    digest = params.get("dataset_digest") or eval_run.data.tags.get("llmops.dataset_digest")
+    lineage = params.get("dataset_lineage")
+    same = bool(digest) and digest == bundle["dataset_digest"] and lineage == bundle["dataset_lineage"]
+    checks.append(Check("eval dataset = bundle dataset", same,
+                        f"eval run scored {digest or 'unknown'} (lineage {lineage or 'unknown'}), bundle says "
+                        f"{bundle['dataset_digest'] or 'unknown'} (lineage {bundle['dataset_lineage'] or 'unknown'})"))
     if policy.dataset.require_current:
-        current, source = current_dataset_digest(client, eval_run.info.experiment_id, policy)
+        current, source = current_dataset_digest(client, [eval_run.info.experiment_id], bundle["dataset_lineage"],
+                                                 policy)
         checks.append(Check("eval dataset is current", current is not None and digest == current,
                             f"eval run scored {digest or 'unknown'}, current is {current or 'unknown'} ({source})"))
     return checks
 
 
-def gates_compare_champions() -> bool:
-    """Whether evaluation's `check_gates` takes the champion's metrics (gates with `max_regression`)."""
-    return "champion_metrics" in inspect.signature(check_gates).parameters
-
-
 def check_quality_gates(metrics: dict[str, float], gates_file: str, target: str | None,
-                        champion_metrics: dict[str, float] | None = None) -> list[Check]:
+                        champion: Any = None) -> list[Check]:
+    """The gates file's `target` on the eval run's metrics; `champion` is an evaluation.champion.ChampionComparison
+    (None: no version holds the alias compared against)."""
     if target is None:
         return []
     gates = load_gates(gates_file)
     if gates.mode == "disabled":
         return [Check(f"gates {target}", True, "disabled in the gates file", blocking=False)]
     blocking = gates.mode == "enforced"
-    extra = {"champion_metrics": champion_metrics} if champion_metrics is not None else {}
+    extra = {} if champion is None else {"champion_metrics": champion.metrics, "champion_leads": champion.leads,
+                                         "champion_note": champion.note}
     return [Check(f"gate {r.metric}", r.passed,
                   f"{'missing' if r.value is None else f'{r.value:.4f}'} (needs {r.bound})"
-                  + (f" [{r.note}]" if getattr(r, "note", "") else ""), blocking=blocking)
+                  + (f" [{r.note}]" if r.note else ""), blocking=blocking)
             for r in check_gates(metrics, gates, target, **extra)]
 
 

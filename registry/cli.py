@@ -24,20 +24,28 @@ def _releaser(tracking_uri: str | None, policy: str | None, model_name: str | No
 
 @app.command("register")
 def register_command(
-    tune_run_id: str = typer.Option(..., help="The tune run whose retriever is packaged."),
-    eval_run_id: str = typer.Option(..., help="The evaluation run of that retriever."),
+    tune_run_id: str = typer.Option(..., help="The tuning run whose provider spec is packaged (any backend)."),
+    eval_run_id: str = typer.Option(..., help="The evaluation of that tuning run's chain."),
     model_name: str = typer.Option(None, help="Registered model name (default: settings)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan and check only: print the bundle, log nothing."),
     tracking_uri: str = TrackingUri,
 ) -> None:
-    """Log the chain as a pyfunc from code, register it as a new version with alias dev."""
+    """Log the tuned chain as a pyfunc from code, register it as a new version with alias dev."""
     import mlflow
 
-    from registry.register import register_chain
+    from registry.release import apply_release, plan_from_runs
 
     settings = start(**{"model.registered_name": model_name, "mlflow.tracking_uri": tracking_uri})
-    with mlflow.start_run(run_name="register"):
-        version = register_chain(settings.model.registered_name, tune_run_id, eval_run_id)
-    echo(f"registered models:/{settings.model.registered_name}/{version} (alias dev)")
+    name = settings.model.registered_name
+    plan = plan_from_runs(settings, name, tune_run_id, eval_run_id)  # every check, before any run exists
+    if dry_run:
+        for key, value in plan.bundle.items():
+            echo(f"  {key}: {value}")
+        echo(f"dry run: would register {name} ({plan.spec.kind}, {len(plan.requirements)} pinned requirements)")
+        return
+    with mlflow.start_run(run_name=f"register {name} {plan.spec.kind}"):
+        version = apply_release(plan, ledger_uri=settings.registry.ledger_uri, actor=settings.registry.actor)
+    echo(f"registered models:/{name}/{version} (alias dev)")
 
 
 @app.command("promote")

@@ -16,7 +16,6 @@ from registry.checks import (
     check_non_regression,
     check_order,
     check_quality_gates,
-    gates_compare_champions,
 )
 from registry.ledger import Ledger, Move, default_actor, open_ledger
 from registry.policy import Policy, load_policy
@@ -123,22 +122,27 @@ class Releaser:
             checks.append(Check("eval run", False, f"{bundle['eval_run_id'] or 'no llmops.eval_run_id tag'} "
                                                    "not found"))
         else:
-            checks += check_eval_run(self.client, eval_run, bundle["dataset_digest"], self.policy)
-            champion, champion_metrics = None, None
+            checks += check_eval_run(self.client, eval_run, bundle, self.policy)
+            champion, comparison = None, None
             if rule.non_regression is not None:
                 champion = current_holder(self.client, name, rule.non_regression.against)
                 if champion is not None and champion != version:
-                    champion_mv = self.client.get_model_version(name, champion)
-                    champion_run, champion_metrics = _eval_metrics(self.client,
-                                                                   champion_mv.tags.get("llmops.eval_run_id"))
-                    champion_metrics = champion_metrics if champion_run is not None else None
-            compare = champion_metrics if gates_compare_champions() else None
-            checks += check_quality_gates(metrics, self.settings.evaluation.gates_file, rule.gates, compare)
-            checks += check_non_regression(metrics, champion, champion_metrics, rule, version)
+                    comparison = self._champion(eval_run, name, champion)
+            checks += check_quality_gates(metrics, self.settings.evaluation.gates_file, rule.gates, comparison)
+            checks += check_non_regression(metrics, champion, comparison.metrics if comparison else None, rule,
+                                           version)
         checks += check_approvals(self.ledger, name, version, rule.approvals)
         if rule.infra_validation:
             checks.append(self._infra_check(name, version, checks))
         return checks, current, bundle["eval_run_id"]
+
+    def _champion(self, eval_run: Any, name: str, champion: str) -> Any:
+        """The champion scored on the candidate's eval rows (its paired comparison), or why it cannot be."""
+        from evaluation.champion import compare_with_champion
+
+        cfg = self.settings.evaluation
+        return compare_with_champion(self.client, eval_run, name, self.client.get_model_version(name, champion),
+                                     samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
 
     def _infra_check(self, name: str, version: str, earlier: list[Check]) -> Check:
         if not all(c.passed or not c.blocking for c in earlier):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from llmops.errors import InputError, NotFoundError
+from llmops.errors import BackendError, InputError, NotFoundError
 from llmops.fsutil import atomic_path
 from llmops.jsonl import json_records
 
@@ -32,7 +32,10 @@ def predict(model: Any, questions: list[str]) -> list[dict[str, Any]]:
     try:
         return model.predict(pd.DataFrame({"question": questions}))
     except MlflowException as exc:
-        raise InputError(exc.message.splitlines()[0]) from exc
+        message = exc.message.splitlines()[0] if exc.message else str(exc)
+        if exc.error_code == "INVALID_PARAMETER_VALUE":  # the model refused the input
+            raise InputError(message) from exc
+        raise BackendError(f"the model failed to answer: {message}") from exc
 
 
 def read_questions(path: Path) -> list[str]:

@@ -73,3 +73,72 @@ def copy_sample(tmp_path: Path, sample_dir: Path) -> Path:
     target = tmp_path / "sample"
     shutil.copytree(sample_dir, target)
     return target
+
+
+QA_PAIRS = [
+    ("How do I reverse a list in Python?", "Use slicing: `xs[::-1]` or `xs.reverse()` in place."),
+    ("How do I sort a dictionary by value?", "Use `sorted(d.items(), key=lambda kv: kv[1])`."),
+    ("How do I read a file line by line?", "Iterate over the file object: `for line in open(path): ...`."),
+    ("How do I merge two dictionaries?", "Use `{**a, **b}` or `a | b` in Python 3.9+."),
+    ("How do I check if a key exists in a dictionary?", "Use `key in d`."),
+    ("How do I get the current time in Python?", "Use `datetime.datetime.now()`."),
+    ("How do I remove duplicates from a list?", "Use `list(dict.fromkeys(xs))` to keep order."),
+    ("How do I convert a string to an int?", "Use `int(s)`; it raises ValueError for bad input."),
+    ("How can I flip a list so the last item comes first?", "Slice with a step of -1: `xs[::-1]`."),
+    ("What is the way to combine two dicts into one?", "Unpack both: `{**a, **b}`; in 3.9+ `a | b`."),
+    ("How to parse a string into an integer?", "Call `int(s)`; catch ValueError for bad input."),
+    ("Read a text file one line at a time", "Loop over the open file: `for line in open(path): ...`."),
+]
+
+
+@pytest.fixture
+def qa_pairs() -> list[tuple[str, str]]:
+    return list(QA_PAIRS)
+
+
+def qa_rows(prompt, pairs, start_id: int = 1000) -> list[dict]:
+    """Dataset rows in the data step's shape, rendered with `prompt` (a PinnedPrompt)."""
+    return [{"id": str(start_id + i), "question_id": start_id + i, "question": q, "answer": a,
+             "link": f"https://stackoverflow.com/questions/{start_id + i}", "split": "",
+             "input_text": prompt.format(question=q), "output_text": a, "prompt_name": prompt.name,
+             "prompt_version": prompt.version, "instruction_hash": prompt.instruction_hash}
+            for i, (q, a) in enumerate(pairs)]
+
+
+@pytest.fixture
+def tuned_chain(tmp_path: Path):
+    """tuned_chain(prompt, backend=..., overrides=..., pairs=...) -> tune and eval runs made by the real steps
+    (`run_tuning`, then `run_evaluate_step` on the eval split), ready for `registry.release`."""
+    import json
+
+    import mlflow
+
+    from evaluation.run import run_evaluate_step
+    from llmops.settings import load_settings
+    from projects.tuning.run import run_tuning
+
+    def make(prompt, *, backend: str = "local", overrides: dict | None = None, pairs=QA_PAIRS, n_eval: int = 4,
+             tag: str = "d", vertex_clients=None) -> dict:
+        directory = tmp_path / f"data-{prompt.name}-{prompt.version}-{tag}"
+        directory.mkdir(parents=True, exist_ok=True)
+        rows = qa_rows(prompt, pairs)
+        uris = {}
+        for split, part in (("train", rows[:-n_eval]), ("eval", rows[-n_eval:])):
+            path = directory / f"{split}.jsonl"
+            path.write_text("".join(json.dumps({**r, "split": split}) + "\n" for r in part), encoding="utf-8")
+            uris[split] = str(path)
+        from datetime import UTC, datetime
+
+        from llmops.dataset import manifest_for_files, write_manifest
+
+        write_manifest(manifest_for_files({k: Path(v) for k, v in uris.items()},
+                                          datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")), directory)
+        settings = load_settings({"tuning": {"backend": backend}, **(overrides or {})})
+        out = run_tuning(settings, uris["train"], uris["eval"], vertex_clients=vertex_clients)
+        with mlflow.start_run(run_name="evaluate") as run:
+            run_evaluate_step(out["run_id"], uris["eval"], settings=settings,
+                              client=vertex_clients[0] if vertex_clients else None)
+        return {"tune_run_id": out["run_id"], "eval_run_id": run.info.run_id, "settings": settings,
+                "train_uri": uris["train"], "eval_uri": uris["eval"], **out}
+
+    return make

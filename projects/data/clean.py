@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from llmops.dataset import EXAMPLE_COLUMNS, INT_COLUMNS
 from projects.data.split import split_of
 
 _HTML = re.compile(r"<[A-Za-z/!]|&(?:#\d+|#x[0-9A-Fa-f]+|[A-Za-z][A-Za-z0-9]*);")
@@ -34,12 +35,9 @@ MIN_TITLE_TOKENS = 2
 
 MIN_BODY_WORDS = 8
 
-EXAMPLE_COLUMNS = ("id", "question_id", "answer_id", "site", "question", "answer", "input_text", "output_text",
-                   "tags", "link", "split", "prompt_name", "prompt_version", "instruction_hash")
-_INT_COLUMNS = {"question_id", "answer_id", "prompt_version"}
 # Examples as written, plus the keys the SQL stages use: dedup, near-duplicate group, leakage, digest.
 CLEAN_SCHEMA = pa.schema(
-    [(name, pa.int64() if name in _INT_COLUMNS else pa.string()) for name in EXAMPLE_COLUMNS]
+    [(name, pa.int64() if name in INT_COLUMNS else pa.string()) for name in EXAMPLE_COLUMNS]
     + [("group_key", pa.string()), ("body_key", pa.string()), ("exact_key", pa.string()), ("row_hash", pa.string())]
 )
 
@@ -136,7 +134,7 @@ def body_key(question: str) -> str | None:
 
 def _row_hash(id_: str, qid: int, aid: int, site: str, question: str, answer: str, input_text: str, tags: str,
               link: str, split: str, options: CleanOptions) -> str:
-    """`digest.row_hash` of the example, spelled out in key order (the generic one costs 3x per row)."""
+    """`llmops.dataset.row_hash` of the example, spelled out in key order (the generic one costs 3x per row)."""
     canonical = (
         f"answer\x1f{answer}\x1eanswer_id\x1f{aid}\x1eid\x1f{id_}\x1einput_text\x1f{input_text}"
         f"\x1einstruction_hash\x1f{options.instruction_hash}\x1elink\x1f{link}\x1eoutput_text\x1f{answer}"

@@ -49,6 +49,25 @@ def prepare_command(
     echo(f"train: {outcome.uris['train']}\neval: {outcome.uris['eval']}")
 
 
+@data_app.command("manifest")
+def manifest_command(
+    train: Annotated[Path, typer.Option(help="Train split JSONL (the data step's example shape).")],
+    eval: Annotated[Path, typer.Option("--eval", help="Eval split JSONL, in the same directory.")],
+    test: Annotated[Path | None, typer.Option(help="Optional test split JSONL, in the same directory.")] = None,
+) -> None:
+    """Write manifest.json beside split files made elsewhere, so tuning, evaluation and registration record one
+    dataset digest and lineage for them (the data step writes its own)."""
+    from datetime import UTC, datetime
+
+    from llmops.dataset import manifest_for_files, write_manifest
+
+    files = {"train": train, "eval": eval, **({"test": test} if test else {})}
+    manifest = manifest_for_files(files, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
+    path = write_manifest(manifest, train.resolve().parent)
+    sizes = " / ".join(f"{info.rows} {name}" for name, info in manifest.splits.items())
+    echo(f"dataset {manifest.digest} ({manifest.scope}: {sizes}), lineage {manifest.lineage_key} -> {path}")
+
+
 @data_app.command("import-dump")
 def import_dump_command(
     posts_xml: Annotated[Path, typer.Argument(help="A Stack Exchange data-dump Posts.xml.")],

@@ -12,8 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from projects.data.clean import EXAMPLE_COLUMNS
-from projects.data.digest import combine_lines
+from llmops.dataset import EXAMPLE_COLUMNS, combine_lines
 
 VERTEX_SUFFIX = "_vertex.jsonl"
 PARQUET_ROW_GROUP_ROWS = 8_192
@@ -23,9 +22,10 @@ def _path(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def streamed_digest(con: Any, table: str, batch_rows: int = 100_000) -> str:
-    """`transform.dataset_digest` of a staging table, reading only (id, row_hash) in id order, batch by batch."""
-    reader = con.sql(f"SELECT row_hash || chr(10) FROM {table} ORDER BY id").to_arrow_reader(batch_rows)
+def streamed_split_digest(con: Any, table: str, split: str, batch_rows: int = 100_000) -> str:
+    """`llmops.dataset.split_digest` of one split of a staging table, reading only row hashes in id order."""
+    reader = con.sql(f"SELECT row_hash || chr(10) FROM {table} WHERE split = $split ORDER BY id",
+                     params={"split": split}).to_arrow_reader(batch_rows)
     return combine_lines("".join(batch.column(0).to_pylist()) for batch in reader)
 
 

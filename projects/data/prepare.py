@@ -34,7 +34,8 @@ from projects.data.clean import (
     clean_to_parquet,
     to_ipc,
 )
-from projects.data.formats import EXAMPLE_COLUMNS, streamed_digest, write_split
+from llmops.dataset import EXAMPLE_COLUMNS, MANIFEST_FILE, Lineage, Manifest, SplitInfo, dataset_digest
+from projects.data.formats import streamed_split_digest, write_split
 from projects.data.report import build_report
 from projects.data.split import SPLITS
 from projects.data.stage import Staging
@@ -57,6 +58,8 @@ class Prepared:
 
     digest: str
     splits: dict[str, int]
+    split_digests: dict[str, str]
+    lineage: Lineage
     report: dict[str, Any]
     stats: dict[str, Any]
     prompt: PinnedPrompt
@@ -191,7 +194,8 @@ def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, sta
     dropped["exact_duplicate"] = cleaned - sum(splits.values())
     if not splits["train"] or not splits["eval"]:
         raise DataError(f"split left an empty side (train={splits['train']}, eval={splits['eval']}); add data")
-    digest = streamed_digest(con, "examples")
+    split_digests = {split: streamed_split_digest(con, "examples", split) for split in splits}
+    digest = dataset_digest(split_digests)
     report = build_report(con, "examples", funnel=funnel, rows_from_query=rows_from_query, cleaned=cleaned,
                           dropped=dict(sorted(dropped.items())), nulls=dict(sorted(nulls.items())), splits=splits)
     stats = {
@@ -199,7 +203,20 @@ def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, sta
         "dropped": report["dropped"], "query": data.query, "params": params,
         "eval_percent": data.eval_percent, "test_percent": prep.test_percent,
     }
-    return Prepared(digest, splits, report, stats, prompt, con)
+    return Prepared(digest, splits, split_digests, lineage_of(settings, prompt), report, stats, prompt, con)
+
+
+def lineage_of(settings: Settings, prompt: PinnedPrompt) -> Lineage:
+    """What this step reads and how: versions of one lineage differ only by the data in the tables."""
+    import hashlib
+
+    sql = load_query(settings.data.query)
+    engine = settings.warehouse.engine
+    tables = dict(settings.warehouse.tables) if engine == "duckdb" else {}
+    return Lineage(query=settings.data.query, query_sha256=hashlib.sha256(sql.encode()).hexdigest()[:16],
+                   params={k: v for k, v in query_params(settings).items()}, engine=engine, tables=tables,
+                   prompt_name=prompt.name, eval_percent=settings.data.eval_percent,
+                   test_percent=settings.dataprep.test_percent)
 
 
 def write_dataset(prepared: Prepared, output_dir: Path, parquet_min_rows: int,
@@ -212,6 +229,12 @@ def write_dataset(prepared: Prepared, output_dir: Path, parquet_min_rows: int,
         with atomic_path(target) as tmp:
             tmp.mkdir()
             files = {split: write_split(prepared.con, "examples", split, tmp, parquet) for split in prepared.splits}
+            manifest = Manifest.build(
+                {split: SplitInfo(digest=prepared.split_digests[split], rows=prepared.splits[split],
+                                  file=files[split]["jsonl"]) for split in prepared.splits},
+                prepared.lineage, prepared.prompt.name, prepared.prompt.version, prepared.prompt.instruction_hash,
+                created)
+            (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
             stats = {**prepared.stats, "digest": prepared.digest, "created": created, "files": files,
                      **prepared.prompt.as_config()}
             (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2, default=str), encoding="utf-8")
@@ -223,8 +246,8 @@ def write_dataset(prepared: Prepared, output_dir: Path, parquet_min_rows: int,
     return target, files
 
 
-def previous_run(digest: str):
-    """A FINISHED data-step run that produced this digest and still has its files; None if there is none."""
+def previous_run(digest: str, lineage_key: str):
+    """A FINISHED data-step run of this lineage that produced this digest and still has its files, or None."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
@@ -233,7 +256,7 @@ def previous_run(digest: str):
     runs = client.search_runs(
         [active.info.experiment_id],
         filter_string=(f"tags.`llmops.dataset_digest` = '{digest}' and tags.`llmops.step` = 'prepare_data' "
-                       "and attributes.status = 'FINISHED'"),
+                       f"and tags.`llmops.dataset_lineage` = '{lineage_key}' and attributes.status = 'FINISHED'"),
         order_by=["attributes.start_time DESC"], max_results=5,
     )
     for run in runs:
@@ -247,7 +270,8 @@ def _log_common(prepared: Prepared, settings: Settings) -> None:
 
     params = prepared.stats["params"]
     mlflow.log_params({
-        "dataset_digest": prepared.digest, "prompt_name": prepared.prompt.name,
+        "dataset_digest": prepared.digest, "dataset_scope": "+".join(prepared.split_digests),
+        "dataset_lineage": prepared.lineage.key, "prompt_name": prepared.prompt.name,
         "prompt_version": prepared.prompt.version, "instruction_hash": prepared.prompt.instruction_hash,
         "query": prepared.stats["query"], "engine": settings.warehouse.engine,
         "eval_percent": settings.data.eval_percent, "test_percent": settings.dataprep.test_percent,
@@ -279,7 +303,7 @@ def log_dataset(prepared: Prepared, settings: Settings, directory: Path,
         log_dataset_input(uri, f"so-qa-{split}", prepared.digest, columns,
                           {"train": "training", "eval": "evaluation"}.get(split, split))
     tags = {"llmops.step": "prepare_data", "llmops.dataset_digest": prepared.digest,
-            "llmops.dataset_dir": directory.name}
+            "llmops.dataset_lineage": prepared.lineage.key, "llmops.dataset_dir": directory.name}
     tags.update({f"llmops.{split}_uri": uri for split, uri in uris.items()})
     tags.update({f"llmops.{split}_vertex_uri": f"runs:/{run.info.run_id}/{ARTIFACT_DIR}/{names['vertex']}"
                  for split, names in files.items()})
@@ -296,7 +320,7 @@ def log_reuse(prepared: Prepared, settings: Settings, previous) -> dict[str, str
     copied = {k: v for k, v in previous.data.tags.items()
               if k.startswith("llmops.") and (k.endswith("_uri") or k == "llmops.dataset_dir")}
     mlflow.set_tags({**copied, "llmops.step": "prepare_data", "llmops.dataset_digest": prepared.digest,
-                     "llmops.reused_from": previous.info.run_id})
+                     "llmops.dataset_lineage": prepared.lineage.key, "llmops.reused_from": previous.info.run_id})
     return {k.removeprefix("llmops.").removesuffix("_uri"): v for k, v in copied.items()
             if k.endswith("_uri") and "_vertex" not in k}
 
@@ -313,7 +337,7 @@ def run_data_step(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt
             prepared = prepare(settings, warehouse, prompt, workdir, log)
         except duckdb.Error as exc:  # the staging database (disk full, memory limit): one line, run FAILED
             raise DataError(f"staging the dataset failed: {str(exc).splitlines()[0]}") from exc
-        previous = previous_run(prepared.digest) if settings.dataprep.reuse_by_digest else None
+        previous = previous_run(prepared.digest, prepared.lineage.key) if settings.dataprep.reuse_by_digest else None
         if previous is not None:
             log(f"dataset {prepared.digest} unchanged: reusing run {previous.info.run_id}")
             uris = log_reuse(prepared, settings, previous)

@@ -1,4 +1,4 @@
-"""Pure transforms shared by the data step and its consumers: cleaning entry points, split, content digest."""
+"""Pure transforms of the data step: cleaning entry points, the split, the query result's columns."""
 
 from __future__ import annotations
 
@@ -6,11 +6,9 @@ from collections.abc import Iterable
 
 from llmops.errors import DataError
 from projects.data.clean import html_to_text, question_text
-from projects.data.digest import dataset_digest, row_hash
 from projects.data.split import split_of
 
-__all__ = ["QUERY_COLUMNS", "check_columns", "dataset_digest", "html_to_text", "question_text", "row_hash",
-           "split_of"]
+__all__ = ["QUERY_COLUMNS", "check_columns", "html_to_text", "question_text", "split_of"]
 
 QUERY_COLUMNS = ("question_id", "title", "question_body", "tags", "answer_id", "answer_body")
 

@@ -1,6 +1,9 @@
-"""Inputs every tuning backend shares: the two dataset splits, their digest and prompt, in chat format.
+"""Inputs every tuning backend shares: the two dataset splits, their identity (digest, scope, lineage) and prompt,
+the validation split carved from train, and the chat format.
 
 Reading and checking happen here, before any job starts, so a bad URI or a malformed file fails fast.
+Every knob a tuner chooses (the retriever's abstention threshold, the loss curve a person reads) is chosen on the
+validation split, a stable share of train; the eval split is only ever scored and gated.
 """
 
 from __future__ import annotations
@@ -10,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmops.dataset import DatasetIdentity, identify, prompt_of, read_examples
 from llmops.errors import DataError
-from projects.data.transform import dataset_digest
-from llmops.dataset import prompt_of, read_examples
 
 USER_ROLE = "user"
 MODEL_ROLE = "model"
@@ -26,22 +28,43 @@ class TuningData:
     eval: list[dict[str, Any]]
     train_uri: str
     eval_uri: str
-    digest: str
+    identity: DatasetIdentity
     prompt_name: str
     prompt_version: int
     instruction_hash: str
+    validation_percent: int = 15
 
     @property
-    def train_chats(self) -> list[dict[str, Any]]:
-        return [to_chat(row) for row in self.train]
+    def digest(self) -> str:
+        return self.identity.digest
 
     @property
-    def eval_chats(self) -> list[dict[str, Any]]:
-        return [to_chat(row) for row in self.eval]
+    def fit(self) -> list[dict[str, Any]]:
+        """Train rows a tuner fits on: train minus the validation split."""
+        return [row for row in self.train if not in_validation(row, self.validation_percent)]
+
+    @property
+    def validation(self) -> list[dict[str, Any]]:
+        """A stable share of train (by a hash of the example id) on which tuners choose their knobs."""
+        return [row for row in self.train if in_validation(row, self.validation_percent)]
+
+    @property
+    def fit_chats(self) -> list[dict[str, Any]]:
+        return [to_chat(row) for row in self.fit]
+
+    @property
+    def validation_chats(self) -> list[dict[str, Any]]:
+        return [to_chat(row) for row in self.validation]
 
 
-def load_tuning_data(train_uri: str, eval_uri: str) -> TuningData:
-    """Read and check both splits; every row must convert to a user -> model chat turn."""
+def in_validation(row: dict[str, Any], percent: int) -> bool:
+    from projects.data.split import bucket
+
+    return percent > 0 and bucket(f"validation/{row['id']}") < percent
+
+
+def load_tuning_data(train_uri: str, eval_uri: str, validation_percent: int = 15) -> TuningData:
+    """Read and check both splits against their manifest; every row must convert to a user -> model chat turn."""
     train, evaluation = read_examples(train_uri), read_examples(eval_uri)
     for uri, rows in ((train_uri, train), (eval_uri, evaluation)):
         for number, row in enumerate(rows, start=1):
@@ -50,10 +73,11 @@ def load_tuning_data(train_uri: str, eval_uri: str) -> TuningData:
             except DataError as exc:
                 raise DataError(f"dataset {uri} example {number}: {exc}") from exc
     prompt_name, prompt_version, instruction_hash = prompt_of(train + evaluation)
+    identity = identify({"train": (train_uri, train), "eval": (eval_uri, evaluation)})
     return TuningData(
-        train=train, eval=evaluation, train_uri=train_uri, eval_uri=eval_uri,
-        digest=dataset_digest(train + evaluation), prompt_name=prompt_name, prompt_version=int(prompt_version),
-        instruction_hash=instruction_hash,
+        train=train, eval=evaluation, train_uri=train_uri, eval_uri=eval_uri, identity=identity,
+        prompt_name=prompt_name, prompt_version=int(prompt_version), instruction_hash=instruction_hash,
+        validation_percent=validation_percent,
     )
 
 

@@ -19,16 +19,13 @@ from llmops.settings import HFTuningSettings
 from projects.tuning.common import TuningData, chat_pair
 
 ADAPTER_ARTIFACT = "adapter"
-CHAIN_NAME = "so-qa-hf-lora"
-CHAIN_FILE = Path(__file__).with_name("hf_chain.py")
-HF_REQUIREMENTS = ["torch>=2.4,<3", "transformers>=4.56,<6", "peft>=0.13,<1", "safetensors>=0.4"]
 
 
 @dataclass
 class HFTrainResult:
     adapter_dir: Path
     train_loss: list[tuple[int, float]] = field(default_factory=list)
-    eval_loss: list[tuple[int, float]] = field(default_factory=list)
+    eval_loss: list[tuple[int, float]] = field(default_factory=list)  # on the validation split
     steps: int = 0
     trainable_params: int = 0
     max_length: int = 0
@@ -110,8 +107,8 @@ def train_lora(base_path: Path, data: TuningData, cfg: HFTuningSettings, seed: i
     tokenizer = load_tokenizer(base_path)
     model = AutoModelForCausalLM.from_pretrained(str(base_path), dtype=torch.float32)
     max_length = effective_max_length(model, cfg.max_length)
-    train = [encode(tokenizer, chat, max_length) for chat in data.train_chats]
-    evaluation = [encode(tokenizer, chat, max_length) for chat in data.eval_chats]
+    train = [encode(tokenizer, chat, max_length) for chat in data.fit_chats]
+    evaluation = [encode(tokenizer, chat, max_length) for chat in data.validation_chats]
     if not any(label != -100 for _, labels in train for label in labels):
         raise DataError(f"no answer tokens left after truncation to {max_length} tokens; prompts are too long "
                         "for tuning.hf.max_length or the model's context")
@@ -146,21 +143,20 @@ def train_lora(base_path: Path, data: TuningData, cfg: HFTuningSettings, seed: i
     return result
 
 
-def tune_hf(data: TuningData, cfg: HFTuningSettings, seed: int, model_name: str | None) -> dict[str, Any]:
-    """Train in the active run, log curves and adapter, register the chain (unless model_name is None)."""
+def tune_hf(data: TuningData, cfg: HFTuningSettings, seed: int) -> dict[str, Any]:
+    """Train in the active run (loss on the validation split), log the curves and the adapter."""
     import mlflow
 
-    from projects.tuning.register import register_tuned_chain
     from projects.tuning.tracking import log_series
 
     base = check_model_dir(cfg.base_model_path)
-    logged = {"train_loss": 0, "eval_loss": 0}
+    logged = {"train_loss": 0, "validation_loss": 0}
 
     def flush(result: HFTrainResult) -> None:  # curves go out once per epoch, in one batch
         fresh = {"train_loss": result.train_loss[logged["train_loss"]:],
-                 "eval_loss": result.eval_loss[logged["eval_loss"]:]}
+                 "validation_loss": [p for p in result.eval_loss[logged["validation_loss"]:] if p[1] == p[1]]}
         log_series(fresh)
-        logged.update(train_loss=len(result.train_loss), eval_loss=len(result.eval_loss))
+        logged.update(train_loss=len(result.train_loss), validation_loss=len(result.eval_loss))
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
@@ -168,24 +164,13 @@ def tune_hf(data: TuningData, cfg: HFTuningSettings, seed: int, model_name: str 
         except (RuntimeError, IndexError, ValueError) as exc:  # torch/transformers failures, in one line
             raise BackendError(f"hf training failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
         mlflow.log_param("tuning.effective_max_length", result.max_length)
-        summary = {"final_train_loss": result.train_loss[-1][1], "initial_eval_loss": result.eval_loss[0][1],
-                   "final_eval_loss": result.eval_loss[-1][1], "steps": float(result.steps),
+        summary = {"final_train_loss": result.train_loss[-1][1],
+                   "initial_validation_loss": result.eval_loss[0][1],
+                   "final_validation_loss": result.eval_loss[-1][1], "steps": float(result.steps),
                    "trainable_params": float(result.trainable_params)}
-        mlflow.log_metrics(summary)
+        mlflow.log_metrics({k: v for k, v in summary.items() if v == v})  # no validation rows: no loss
         mlflow.log_artifacts(str(result.adapter_dir), ADAPTER_ARTIFACT)
         run_id = mlflow.active_run().info.run_id
         mlflow.set_tags({"llmops.adapter_uri": f"runs:/{run_id}/{ADAPTER_ARTIFACT}",
                          "llmops.base_model_path": str(base)})
-        out: dict[str, Any] = {"adapter_uri": f"runs:/{run_id}/{ADAPTER_ARTIFACT}", **summary}
-        if model_name:
-            artifacts = {"adapter": str(result.adapter_dir)}
-            config: dict[str, Any] = {"max_new_tokens": cfg.max_new_tokens}
-            if cfg.bundle_base_model:
-                artifacts["base_model"] = str(base)
-            else:
-                config["base_model_path"] = str(base)
-            out["model_version"] = register_tuned_chain(
-                model_name=model_name, chain_file=CHAIN_FILE, data=data, chain=CHAIN_NAME, artifacts=artifacts,
-                model_config=config, extra_requirements=HF_REQUIREMENTS,
-            )
-    return out
+        return {"adapter_uri": f"runs:/{run_id}/{ADAPTER_ARTIFACT}", **summary}

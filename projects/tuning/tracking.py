@@ -92,17 +92,43 @@ def log_tuning_inputs(backend: str, base_model: str, hyperparams: Mapping[str, A
     # "from the settings") under the bare entry-point names, and MLflow refuses to change a logged param.
     params = {
         "tuning.backend": backend, "tuning.base_model": base_model, "train_uri": data.train_uri,
-        "eval_uri": data.eval_uri,
-        "dataset_digest": data.digest, "prompt_name": data.prompt_name, "prompt_version": data.prompt_version,
-        "instruction_hash": data.instruction_hash, "train_examples": len(data.train),
+        "eval_uri": data.eval_uri, **data.identity.as_params(), "prompt_name": data.prompt_name,
+        "prompt_version": data.prompt_version, "instruction_hash": data.instruction_hash,
+        "train_examples": len(data.train), "fit_examples": len(data.fit),
+        "validation_examples": len(data.validation), "tuning.validation_percent": data.validation_percent,
         "eval_examples": len(data.eval), **{f"hp.{k}": v for k, v in hyperparams.items()},
     }
     if seed is not None:
         params["tuning.seed"] = seed
     mlflow.log_params(params)
-    mlflow.set_tags({"llmops.step": "tune", "llmops.tuning_backend": backend, "llmops.dataset_digest": data.digest,
+    mlflow.set_tags({"llmops.step": "tune", "llmops.tuning_backend": backend, **data.identity.as_tags(),
                      "llmops.eval_uri": data.eval_uri, "llmops.train_uri": data.train_uri})
     log_dataset_inputs(data)
+
+
+def record_spec(spec: Any) -> None:
+    """End of every tuning run: what it produced, as data (a tag for quick reads, an artifact to keep)."""
+    import mlflow
+
+    from llmops.provider_spec import SPEC_ARTIFACT, SPEC_TAG
+
+    text = spec.to_json()
+    mlflow.log_text(text, SPEC_ARTIFACT)
+    mlflow.set_tags({SPEC_TAG: text, "llmops.provider_kind": spec.kind})
+
+
+def log_grounding(data: TuningData) -> str:
+    """The grounding index of a generative chain, fitted on train (the sources answers may cite); its URI."""
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    from prompts.grounding import GroundingIndex
+
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_artifacts(str(GroundingIndex.fit(data.train).save(Path(tmp) / "grounding")), "grounding")
+    return f"runs:/{mlflow.active_run().info.run_id}/grounding"
 
 
 def log_dataset_inputs(data: TuningData) -> None:

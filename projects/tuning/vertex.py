@@ -11,7 +11,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from llmops.errors import BackendError, ConfigError
@@ -20,9 +19,6 @@ from projects.tuning.common import TuningData, chat_jsonl
 
 log = logging.getLogger(__name__)
 
-CHAIN_NAME = "so-qa-vertex-tuned"
-CHAIN_FILE = Path(__file__).with_name("vertex_chain.py")
-VERTEX_REQUIREMENTS = ["google-genai>=1.0,<4", "httpx>=0.27", "tenacity>=8.2"]
 
 # Gemini models Vertex AI documents as supporting supervised tuning
 # (https://cloud.google.com/vertex-ai/generative-ai/docs/models/gemini-supervised-tuning); newer ones can be
@@ -90,8 +86,12 @@ def make_clients(cfg: VertexTuningSettings) -> tuple[Any, Any]:
         from google.cloud import storage
     except ImportError as exc:
         raise ConfigError("vertex tuning needs the 'gcp' extra: pip install 'llmops-mlflow[gcp]'") from exc
+    from google.genai import types
+
     project = check_credentials(cfg.project)
-    return genai.Client(vertexai=True, project=project, location=cfg.location), storage.Client(project=project)
+    http_options = types.HttpOptions(base_url=cfg.api_endpoint) if cfg.api_endpoint else None
+    return (genai.Client(vertexai=True, project=project, location=cfg.location, http_options=http_options),
+            storage.Client(project=project))
 
 
 def check_bucket(storage_client: Any, gcs_uri: str | None) -> tuple[str, str]:
@@ -106,19 +106,20 @@ def check_bucket(storage_client: Any, gcs_uri: str | None) -> tuple[str, str]:
 
 
 def upload_splits(storage_client: Any, gcs_uri: str, data: TuningData) -> tuple[str, str]:
-    """Upload chat-format train/eval JSONL under <prefix>/<digest>/; content-addressed, so re-runs overwrite alike."""
+    """Upload chat-format training (train minus validation) and validation JSONL under <prefix>/<digest>/;
+    content-addressed, so re-runs overwrite alike. The eval split stays out: it is what gets gated."""
     bucket_name, prefix = parse_gcs_uri(gcs_uri)
     bucket = storage_client.bucket(bucket_name)
     uris = []
-    for split, chats in (("train", data.train_chats), ("eval", data.eval_chats)):
+    for split, chats in (("train", data.fit_chats), ("validation", data.validation_chats)):
         path = "/".join(p for p in (prefix, data.digest, f"{split}.jsonl") if p)
         bucket.blob(path).upload_from_string(chat_jsonl(chats), content_type="application/jsonl")
         uris.append(f"gs://{bucket_name}/{path}")
     return uris[0], uris[1]
 
 
-def start_job(genai_client: Any, cfg: VertexTuningSettings, base_model: str, train_gcs: str, eval_gcs: str,
-              display_name: str) -> Any:
+def start_job(genai_client: Any, cfg: VertexTuningSettings, base_model: str, train_gcs: str,
+              validation_gcs: str | None, display_name: str) -> Any:
     from google.genai import types
 
     return genai_client.tunings.tune(
@@ -128,7 +129,7 @@ def start_job(genai_client: Any, cfg: VertexTuningSettings, base_model: str, tra
             epoch_count=cfg.epochs,
             learning_rate_multiplier=cfg.learning_rate_multiplier,
             adapter_size=_adapter_size(cfg.adapter_size),
-            validation_dataset=types.TuningValidationDataset(gcs_uri=eval_gcs),
+            validation_dataset=types.TuningValidationDataset(gcs_uri=validation_gcs) if validation_gcs else None,
             tuned_model_display_name=display_name,
         ),
     )
@@ -220,20 +221,21 @@ def failure_reason(job: Any) -> str:
     return f"Vertex tuning job {job.name} ended {_state(job)}{detail}"
 
 
-def tune_vertex(data: TuningData, cfg: VertexTuningSettings, model_name: str | None, genai_client: Any,
-                storage_client: Any, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """In the active run: upload, start, poll, log; register the tuned endpoint's chain on success."""
+def tune_vertex(data: TuningData, cfg: VertexTuningSettings, genai_client: Any, storage_client: Any,
+                sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """In the active run: upload, start, poll, log; returns the tuned endpoint and the job's figures."""
     import mlflow
 
-    from projects.tuning.register import register_tuned_chain
     from projects.tuning.tracking import log_series
 
     base_model = check_base_model(cfg.base_model, cfg.extra_base_models)
     check_bucket(storage_client, cfg.gcs_uri)
     run_id = mlflow.active_run().info.run_id
-    train_gcs, eval_gcs = upload_splits(storage_client, cfg.gcs_uri, data)
-    mlflow.log_params({"train_gcs_uri": train_gcs, "eval_gcs_uri": eval_gcs, "vertex_location": cfg.location})
-    job = start_job(genai_client, cfg, base_model, train_gcs, eval_gcs, display_name=f"llmops-{run_id[:12]}")
+    train_gcs, validation_gcs = upload_splits(storage_client, cfg.gcs_uri, data)
+    validation_gcs = validation_gcs if data.validation else None
+    mlflow.log_params({"train_gcs_uri": train_gcs, "validation_gcs_uri": validation_gcs or "",
+                       "vertex_location": cfg.location})
+    job = start_job(genai_client, cfg, base_model, train_gcs, validation_gcs, display_name=f"llmops-{run_id[:12]}")
     mlflow.set_tags({"llmops.vertex_job": job.name, "llmops.vertex_job_state": _state(job)})
 
     def on_update(poll: int, current: Any) -> None:
@@ -258,15 +260,8 @@ def tune_vertex(data: TuningData, cfg: VertexTuningSettings, model_name: str | N
                      **({"llmops.vertex_experiment": job.experiment} if job.experiment else {})})
     if tuned.checkpoints:
         log_series({"checkpoint_epoch": [(c.step or i, float(c.epoch or 0)) for i, c in enumerate(tuned.checkpoints)]})
-    out: dict[str, Any] = {"job_name": job.name, "tuned_model": tuned.model, "endpoint": tuned.endpoint, **metrics}
-    if model_name:
-        out["model_version"] = register_tuned_chain(
-            model_name=model_name, chain_file=CHAIN_FILE, data=data, chain=CHAIN_NAME, artifacts={},
-            model_config={"endpoint": tuned.endpoint, "tuned_model": tuned.model or "", "project": _project(tuned),
-                          "location": cfg.location, "vertex_job": job.name},
-            extra_requirements=VERTEX_REQUIREMENTS,
-        )
-    return out
+    return {"job_name": job.name, "tuned_model": tuned.model, "endpoint": tuned.endpoint,
+            "project": _project(tuned), **metrics}
 
 
 def _project(tuned: Any) -> str:

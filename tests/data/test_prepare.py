@@ -11,7 +11,7 @@ import pytest
 
 from llmops.cli import main
 from llmops.errors import DataError
-from projects.data.transform import dataset_digest
+from llmops.dataset import dataset_digest, identify, read_manifest, split_digest
 from llmops.dataset import REQUIRED_KEYS, read_examples
 
 QUESTIONS = "bigquery-public-data.stackoverflow.posts_questions"
@@ -52,8 +52,15 @@ def test_sample_dataset_formats_digest_prompt_and_reuse(tracking_uri: str, tmp_p
     assert all(set(REQUIRED_KEYS) <= set(r) for r in rows)
     assert all(r["split"] == s for s, split in splits.items() for r in split)
     assert 0.65 < len(splits["train"]) / 112 < 0.85 and splits["test"]
-    # the digest tag is `dataset_digest` of what consumers read back (train + eval + test)
-    assert dataset_digest(rows) == tags["llmops.dataset_digest"]
+    # the digest tag is `dataset_digest` over the split digests of what consumers read back (train + eval + test),
+    # and the manifest beside the files says the same, with its scope and lineage
+    assert dataset_digest({s: split_digest(split) for s, split in splits.items()}) == tags["llmops.dataset_digest"]
+    manifest = read_manifest(tags["llmops.train_uri"])
+    assert (manifest.digest, manifest.scope) == (tags["llmops.dataset_digest"], "train+eval+test")
+    assert manifest.lineage_key == tags["llmops.dataset_lineage"] == run.data.params["dataset_lineage"]
+    identity = identify({"train": (tags["llmops.train_uri"], splits["train"]),
+                         "eval": (tags["llmops.eval_uri"], splits["eval"])})
+    assert identity.digest == tags["llmops.dataset_digest"] and identity.scope == "train+eval+test"
     # every example records the registry prompt it was rendered with
     prompt = mlflow.genai.load_prompt(f"prompts:/{rows[0]['prompt_name']}/{rows[0]['prompt_version']}")
     head, tail = prompt.template.split("{{question}}")
@@ -169,8 +176,9 @@ def test_parquet_outputs_when_large_enough(clean_in: str, tracking_uri: str, tmp
         lines = (version / f"{split}.jsonl").read_text().splitlines()
         assert table.num_rows == len(lines) > 0
         assert sorted(table.column("id").to_pylist()) == sorted(json.loads(line)["id"] for line in lines)
-    rows = [json.loads(line) for s in ("train", "eval") for line in (version / f"{s}.jsonl").read_text().splitlines()]
-    assert dataset_digest(rows) == _runs()[0].data.tags["llmops.dataset_digest"]
+    rows = {s: [json.loads(line) for line in (version / f"{s}.jsonl").read_text().splitlines()] for s in ("train", "eval")}
+    assert dataset_digest({s: split_digest(r) for s, r in rows.items()}) == \
+        _runs()[0].data.tags["llmops.dataset_digest"]
 
 
 def _prepare_shared(folder: Path, tag_pattern: str, cutoff: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

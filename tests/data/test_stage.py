@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from projects.data.clean import EXAMPLE_COLUMNS, CleanOptions, clean_batch
-from projects.data.digest import dataset_digest, row_hash
-from projects.data.formats import streamed_digest
+from llmops.dataset import row_hash, split_digest
+from projects.data.formats import streamed_split_digest
 from projects.data.prepare import cleaned_batches
 from projects.data.stage import Staging
 
@@ -69,6 +69,8 @@ def test_staging_drops_exact_duplicates_and_keeps_one_answer_per_question(tmp_pa
         assert kept == 5
         # question 9 duplicates question 7's accepted text: the lower id stays; 7 keeps its lowest answer id
         assert [(e["id"], e["answer_id"]) for e in examples.to_pylist()] == [("10", 100), ("7", 70), ("8", 80)]
-        assert streamed_digest(con, "examples") == dataset_digest(examples.to_pylist())
+        for split in {e["split"] for e in examples.to_pylist()}:
+            assert streamed_split_digest(con, "examples", split) == \
+                split_digest(e for e in examples.to_pylist() if e["split"] == split)
     finally:
         staging.close()

@@ -79,14 +79,38 @@ def test_cache_makes_rerun_free_and_identical(tmp_path: Path) -> None:
     assert provider.calls == 3
 
 
-def test_retries_then_error_and_garbage_not_cached(tmp_path: Path) -> None:
-    flaky = FakeProvider(fail_first=2)
-    judge = make_judges(JudgeClient(flaky, "m", JudgeCache(tmp_path), retries=2, backoff_s=0), ["relevance"])[0]
-    assert judge.run(**ROW).value == 1.0 and flaky.calls == 3
+def test_retries_happen_in_one_layer_counted_in_http_requests(tmp_path: Path) -> None:
+    """judge.retries = 2 means 3 HTTP requests in all against a server that keeps failing (not 3 x 3)."""
+    from backends.stub_server import Reply
+    from evaluation.judges import client_from_settings
+    from llmops.settings import load_settings
+
+    server = JudgeServer().start()
+    try:
+        server.default = Reply(status=503, body='{"error": {"message": "overloaded"}}')
+        judge_cfg = load_settings({"evaluation": {"judge": {
+            "provider": "openai", "model": "j", "base_url": server.base_url, "retries": 2,
+            "cache_dir": str(tmp_path / "c")}}}).evaluation.judge
+        client = client_from_settings(judge_cfg)
+        client.provider.backoff_s = 0.0
+        judge = make_judges(client, ["relevance"])[0]
+        with pytest.raises(BackendError, match=r"HTTP 503.*gave up after 3 attempt"):
+            judge.run(**ROW)
+        assert len(server.requests) == 3 and client.calls == 1
+        server.default = Reply(status=400, body='{"error": {"message": "bad request"}}')
+        with pytest.raises(BackendError, match="HTTP 400"):
+            judge.run(**ROW)
+        assert len(server.requests) == 4, "a client error is not retried"
+    finally:
+        server.stop()
+
+
+def test_provider_failure_and_garbage_are_not_cached(tmp_path: Path) -> None:
     dead = FakeProvider(fail_first=99)
-    judge = make_judges(JudgeClient(dead, "m", None, retries=1, backoff_s=0), ["relevance"])[0]
-    with pytest.raises(BackendError, match="after 2 attempt"):
+    judge = make_judges(JudgeClient(dead, "m", None), ["relevance"])[0]
+    with pytest.raises(BackendError, match="HTTP 503"):
         judge.run(**ROW)
+    assert dead.calls == 1
     garbage = FakeProvider(["I would say it is good"])
     client = JudgeClient(garbage, "g", JudgeCache(tmp_path / "g"))
     judge = make_judges(client, ["groundedness"])[0]

@@ -11,7 +11,8 @@ from backends.retrieval import RetrievalAnswerer, choose_threshold
 from evaluation.gates import GatesFile, check_gates, load_gates
 from evaluation.metrics import exact_match, rouge_l, token_f1
 from llmops.errors import ConfigError
-from projects.data.transform import dataset_digest, html_to_text, split_of
+from llmops.dataset import dataset_digest, split_digest
+from projects.data.transform import html_to_text, split_of
 from prompts.template import PromptTemplate, load_template
 
 
@@ -31,10 +32,14 @@ def test_split_is_stable_and_near_the_requested_ratio() -> None:
     assert [split_of(i, 20) for i in range(100)] == first[:100]
 
 
-def test_digest_depends_on_content_not_order() -> None:
+def test_digest_depends_on_content_not_order_and_names_its_scope() -> None:
     a = [{"id": "1", "x": "a"}, {"id": "2", "x": "b"}]
-    assert dataset_digest(a) == dataset_digest(list(reversed(a)))
-    assert dataset_digest(a) != dataset_digest([{"id": "1", "x": "a"}, {"id": "2", "x": "c"}])
+    assert split_digest(a) == split_digest(list(reversed(a)))
+    assert split_digest(a) != split_digest([{"id": "1", "x": "a"}, {"id": "2", "x": "c"}])
+    both = dataset_digest({"train": split_digest(a), "eval": split_digest(a[:1])})
+    assert both == dataset_digest({"eval": split_digest(a[:1]), "train": split_digest(a)})  # split order is fixed
+    assert both != dataset_digest({"train": split_digest(a)})  # another scope is another digest
+    assert both != dataset_digest({"train": split_digest(a[:1]), "eval": split_digest(a)})  # which split is which
 
 
 def _examples() -> list[dict]:
