@@ -63,7 +63,7 @@ def run_command(
         outcome = evaluate_target(target, dataset, settings=settings, judges=judges, judge_model=judge_name)
         raise_on_judge_errors(outcome)
     metrics = outcome.metrics
-    for name in HEADLINE_METRICS:
+    for name in (*HEADLINE_METRICS, *(f"{j.name}/mean" for j in judges or [])):
         if name in metrics:
             echo(f"{name}: {metrics[name]:.4f}")
     for baseline in ("random_answer", "always_abstain"):

@@ -38,9 +38,12 @@ def world(tmp_path_factory):
     """Store, prompt, two retrievers (one abstains more), eval/train files, and three evaluation runs."""
     from backends.retrieval import RetrievalAnswerer
     from evaluation.dataset import load_eval_dataset
-    from evaluation.run import chain_target, evaluate_target
+    from evaluation.run import evaluate_target, spec_target
+    from llmops.provider_spec import ProviderSpec
     from llmops.settings import load_settings
     from llmops.tracking import configure_mlflow
+    from projects.tuning.run import run_tuning
+    from prompts.registry import load_pinned
 
     root = tmp_path_factory.mktemp("eval-world")
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -48,9 +51,17 @@ def world(tmp_path_factory):
                               "evaluation": {"judge": {"cache_dir": str(root / "cache")}}})
     configure_mlflow(settings)
     mlflow.set_registry_uri(uri)
-    mlflow.genai.register_prompt("qa-eval", "Answer this question: {{question}}")
-    train = qa_rows(30, seed=1, start_id=1)
-    eval_rows = qa_rows(N_EVAL, seed=2, start_id=5000)
+    mlflow.genai.register_prompt("qa-eval", "Answer this question: {{question}}", tags={
+        "llmops.instruction_hash": "qa-eval-instruction"})
+    prompt = load_pinned("prompts:/qa-eval/1")
+
+    def rendered(rows):
+        return [{**r, "input_text": prompt.format(question=r["question"]), "output_text": r["answer"],
+                 "prompt_name": prompt.name, "prompt_version": prompt.version,
+                 "instruction_hash": prompt.instruction_hash} for r in rows]
+
+    train = rendered(qa_rows(30, seed=1, start_id=1))
+    eval_rows = rendered(qa_rows(N_EVAL, seed=2, start_id=5000))
     files = {"train": write_jsonl(root / "train.jsonl", train), "eval": write_jsonl(root / "eval.jsonl", eval_rows),
              "no_ref": write_jsonl(root / "no_ref.jsonl", [{**r, "answer": ""} for r in eval_rows[:3]])}
     good = RetrievalAnswerer.fit(train)
@@ -61,11 +72,14 @@ def world(tmp_path_factory):
     runs = {}
     dataset = load_eval_dataset(str(files["eval"]))
     for name, retriever in [("a", "retr_good"), ("a2", "retr_good"), ("strict", "retr_strict")]:
+        spec = ProviderSpec(kind="retrieval", artifacts={"retriever": str(root / retriever)})
         with mlflow.start_run(run_name=name) as run:
-            evaluate_target(chain_target(str(root / retriever), "prompts:/qa-eval/1"), dataset, settings=settings,
-                            known_sources={str(r["question_id"]) for r in train})
+            evaluate_target(spec_target(spec, prompt, settings, train_uri=str(files["train"])), dataset,
+                            settings=settings)
         runs[name] = run.info.run_id
-    yield {"root": root, "uri": uri, "files": files, "runs": runs, "settings": settings}
+    tuned = run_tuning(settings, str(files["train"]), str(files["eval"]))
+    yield {"root": root, "uri": uri, "files": files, "runs": runs, "settings": settings,
+           "tune_run_id": tuned["run_id"]}
     while mlflow.active_run():
         mlflow.end_run()
 
@@ -164,7 +178,9 @@ def test_compare_refuses_different_rows_and_datasets_without_artifact(world, cap
 def test_gate_command_with_champion(world, capsys, tmp_path: Path) -> None:
     runs, uri = world["runs"], world["uri"]
     code, out, _ = cli(["eval", "gate", runs["a"], "--tracking-uri", uri], capsys)
-    assert code == 0 and "PASS  cited/mean = 1.0000" in out
+    # the shipped gates: too few eval rows to tell a model from chance is a failed gate, not a crash
+    assert code == 5 and "PASS  cited/mean = 1.0000" in out
+    assert f"FAIL  n_rows = {N_EVAL}.0000  (needs >= 30.0)" in out
     code, out, err = cli(["eval", "gate", runs["strict"], "--tracking-uri", uri], capsys)
     assert code == 5 and "FAIL  coverage = " in out and "(needs >= 0.1)" in out and "gate(s) failed" in err
     # champion: a registered version whose eval run is `a`; the candidate `strict` regresses against it
@@ -180,9 +196,40 @@ def test_gate_command_with_champion(world, capsys, tmp_path: Path) -> None:
     code, out, _ = cli(["eval", "gate", runs["strict"], "--target", "production", "--against",
                         "models:/gate-model@production", "--gates-file", str(gates), "--tracking-uri", uri], capsys)
     assert code == 5 and "FAIL  coverage vs champion = " in out
-    code, out, _ = cli(["eval", "gate", runs["strict"], "--target", "production", "--against",
-                        "models:/gate-model@nobody", "--gates-file", str(gates), "--tracking-uri", uri], capsys)
-    assert "no champion at models:/gate-model@nobody" in out
+    # a typo in the champion's model or alias is an error, never a skipped comparison
+    for against, message in [("models:/gate-model@nobody", "has no alias 'nobody' (its aliases: production)"),
+                             ("models:/gate-modl@production", "registered model 'gate-modl' not found")]:
+        code, _, err = cli(["eval", "gate", runs["strict"], "--target", "production", "--against", against,
+                            "--gates-file", str(gates), "--tracking-uri", uri], capsys)
+        assert code == 4 and message in err, err
+    # paired gates: against the champion on the same rows, and against the baselines scored beside the model
+    paired = tmp_path / "paired.yaml"
+    paired.write_text("targets:\n  production:\n"
+                      "    - {metric: answered_token_f1, beats: champion, margin: -0.02}\n"
+                      "    - {metric: answered_token_f1, beats: random_answer, margin: 0.05}\n"
+                      "    - {metric: utility, beats: always_abstain, margin: 0.0}\n")
+    code, out, _ = cli(["eval", "gate", runs["a2"], "--target", "production", "--against",
+                        "models:/gate-model@production", "--gates-file", str(paired), "--tracking-uri", uri], capsys)
+    assert code == 0, out
+    assert f"PASS  answered_token_f1 vs champion = 0.0000  (needs lower bound >= -0.020)  [model - champion = " \
+           f"+0.000, CI +0.000..+0.000 over {N_EVAL} rows]" in out
+    a = MlflowClient().get_run(runs["a"]).data.metrics
+    assert a["vs/random_answer/answered_token_f1/ci_low"] >= 0.05, "the retriever clearly beats a random answer"
+    assert a["baseline/random_answer/answered_token_f1"] < a["answered_token_f1"] - 0.05
+    assert "PASS  answered_token_f1 vs random_answer" in out and "PASS  utility vs always_abstain" in out
+    code, out, _ = cli(["eval", "gate", runs["a2"], "--target", "production", "--gates-file", str(paired),
+                        "--tracking-uri", uri], capsys)
+    assert code == 0 and "[not checked: no champion given (--against models:/NAME@ALIAS)]" in out
+    for text, message in [("targets:\n  staging:\n    - {metric: coverage, beats: randm_answer, margin: 0}\n",
+                           "unknown baseline 'randm_answer'"),
+                          ("targets:\n  staging: []\n", "targets.staging has no gates"),
+                          ("targets: {}\n", "targets is empty"),
+                          ("targets:\n  staging:\n    - {metric: coverage, min: -.inf}\n", "finite number"),
+                          ("targets:\n  staging:\n    - {metric: coverage, min: .nan}\n", "finite number")]:
+        broken = tmp_path / "broken.yaml"
+        broken.write_text(text)
+        code, _, err = cli(["eval", "gate", runs["a"], "--gates-file", str(broken), "--tracking-uri", uri], capsys)
+        assert code == 2 and message in err, (text, err)
     dry = tmp_path / "dry.yaml"
     dry.write_text(gates.read_text().replace("targets:", "mode: dry-run\ntargets:"))
     code, out, _ = cli(["eval", "gate", runs["strict"], "--target", "production", "--gates-file", str(dry),
@@ -232,8 +279,7 @@ def test_cli_run_with_judges_cache_and_bad_inputs(world, capsys) -> None:
     files, uri, root = world["files"], world["uri"], world["root"]
     server = JudgeServer().start()
     try:
-        base = ["eval", "run", "--eval-uri", str(files["eval"]), "--retriever-uri", str(root / "retr_good"),
-                "--prompt-uri", "prompts:/qa-eval/1", "--train-uri", str(files["train"]), "--limit", "6",
+        base = ["eval", "run", "--eval-uri", str(files["eval"]), "--tune-run-id", world["tune_run_id"], "--limit", "6",
                 "--judge-provider", "openai", "--judge-model", "stub-judge", "--judge-base-url", server.base_url,
                 "--tracking-uri", uri]
         env = {"LLMOPS_EVALUATION__JUDGE__CACHE_DIR": str(root / "judge-cache"),
@@ -255,9 +301,16 @@ def test_cli_run_with_judges_cache_and_bad_inputs(world, capsys) -> None:
             assert code == 6 and "unparseable" in err and "judge call(s)" in err
     finally:
         server.stop()
-    code, _, err = cli(["eval", "run", "--eval-uri", str(files["no_ref"]), "--retriever-uri",
-                        str(root / "retr_good"), "--prompt-uri", "prompts:/qa-eval/1", "--tracking-uri", uri], capsys)
+    code, _, err = cli(["eval", "run", "--eval-uri", str(files["no_ref"]), "--tune-run-id", world["tune_run_id"],
+                        "--tracking-uri", uri], capsys)
     assert code == 3 and "no reference answer" in err
+    for args, message in [(["--eval-uri", str(files["eval"])], "exactly one of --tune-run-id or --model-uri"),
+                          (["--eval-uri", str(files["eval"]), "--tune-run-id", world["runs"]["a"]],
+                           "records no provider spec"),
+                          (["--eval-uri", str(files["eval"]), "--tune-run-id", world["tune_run_id"],
+                            "--train-uri", str(files["train"])], "--train-uri applies to --model-uri")]:
+        code, _, err = cli(["eval", "run", *args, "--tracking-uri", uri], capsys)
+        assert code == 2 and message in err, err
 
 
 def test_cli_run_on_a_registered_model_uri(world, capsys) -> None:
