@@ -48,10 +48,10 @@ def test_sample_dataset_formats_digest_prompt_and_reuse(tracking_uri: str, tmp_p
 
     splits = {s: read_examples(tags[f"llmops.{s}_uri"]) for s in ("train", "eval", "test")}
     rows = [r for split in splits.values() for r in split]
-    assert len(rows) == 112 and len({r["id"] for r in rows}) == 112  # the hand-checked query rows
+    assert len(rows) == 352 and len({r["id"] for r in rows}) == 352  # the hand-checked query rows
     assert all(set(REQUIRED_KEYS) <= set(r) for r in rows)
     assert all(r["split"] == s for s, split in splits.items() for r in split)
-    assert 0.65 < len(splits["train"]) / 112 < 0.85 and splits["test"]
+    assert 0.65 < len(splits["train"]) / 352 < 0.85 and splits["test"]
     # the digest tag is `dataset_digest` over the split digests of what consumers read back (train + eval + test),
     # and the manifest beside the files says the same, with its scope and lineage
     assert dataset_digest({s: split_digest(split) for s, split in splits.items()}) == tags["llmops.dataset_digest"]
@@ -75,7 +75,7 @@ def test_sample_dataset_formats_digest_prompt_and_reuse(tracking_uri: str, tmp_p
                                       sort_keys=True) for p in plain)
     # report + stats + dataset inputs in MLflow
     report = json.loads((version / "validation_report.json").read_text())
-    assert report["funnel"]["answer_date_match"] == 112 and report["rows"]["from_query"] == 112
+    assert report["funnel"]["answer_date_match"] == 352 and report["rows"]["from_query"] == 352
     assert report["leakage"]["eval_questions_with_train_duplicate"] == run.data.metrics["leakage_eval_questions"]
     artifacts = {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id, "datasets")}
     assert {"datasets/validation_report.json", "datasets/stats.json", "datasets/eval_vertex.jsonl"} <= artifacts
