@@ -74,6 +74,15 @@ class ChainResponse(BaseModel):
     model_id: str | None = None
 
 
+def default_chain_name(provider: str | None) -> str:
+    """The provider registry's chain name for a known kind, else `so-qa-<provider>`."""
+    from backends.providers import KINDS
+
+    if provider in KINDS:
+        return KINDS[provider].chain_name
+    return f"so-qa-{provider}" if provider else CHAIN_NAME
+
+
 def preprocess(question: Any, max_chars: int = MAX_QUESTION_CHARS) -> str:
     """Normalise whitespace and guard length; an empty question is the caller's error."""
     if not isinstance(question, str):
@@ -106,7 +115,7 @@ class QAChain:
         self.refusal_message = refusal_message
         self.max_question_chars = max_question_chars
         self.provider = provider or getattr(backend, "name", None)
-        self.chain_name = chain_name or CHAIN_NAME
+        self.chain_name = chain_name or default_chain_name(self.provider)
         self.model_id = model_id or getattr(backend, "model", None) or self.provider
         self.max_concurrency = max_concurrency
         self.blocked_count = 0

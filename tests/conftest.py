@@ -105,40 +105,46 @@ def qa_rows(prompt, pairs, start_id: int = 1000) -> list[dict]:
             for i, (q, a) in enumerate(pairs)]
 
 
-@pytest.fixture
-def tuned_chain(tmp_path: Path):
-    """tuned_chain(prompt, backend=..., overrides=..., pairs=...) -> tune and eval runs made by the real steps
-    (`run_tuning`, then `run_evaluate_step` on the eval split), ready for `registry.release`."""
+def run_release_steps(directory: Path, prompt, *, backend: str = "local", overrides: dict | None = None,
+                      pairs=QA_PAIRS, n_eval: int = 4, tag: str = "d", vertex_clients=None) -> dict:
+    """Tune and evaluate with the real steps (`run_tuning`, then `run_evaluate_step` on the eval split) on a small
+    dataset written to `directory` with its manifest; returns the runs, ready for `registry.release`."""
     import json
+    from datetime import UTC, datetime
 
     import mlflow
 
     from evaluation.run import run_evaluate_step
+    from llmops.dataset import manifest_for_files, write_manifest
     from llmops.settings import load_settings
     from projects.tuning.run import run_tuning
 
-    def make(prompt, *, backend: str = "local", overrides: dict | None = None, pairs=QA_PAIRS, n_eval: int = 4,
-             tag: str = "d", vertex_clients=None) -> dict:
-        directory = tmp_path / f"data-{prompt.name}-{prompt.version}-{tag}"
-        directory.mkdir(parents=True, exist_ok=True)
-        rows = qa_rows(prompt, pairs)
-        uris = {}
-        for split, part in (("train", rows[:-n_eval]), ("eval", rows[-n_eval:])):
-            path = directory / f"{split}.jsonl"
-            path.write_text("".join(json.dumps({**r, "split": split}) + "\n" for r in part), encoding="utf-8")
-            uris[split] = str(path)
-        from datetime import UTC, datetime
+    directory = directory / f"data-{prompt.name}-{prompt.version}-{tag}"
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = qa_rows(prompt, pairs)
+    uris = {}
+    for split, part in (("train", rows[:-n_eval]), ("eval", rows[-n_eval:])):
+        path = directory / f"{split}.jsonl"
+        path.write_text("".join(json.dumps({**r, "split": split}) + "\n" for r in part), encoding="utf-8")
+        uris[split] = str(path)
+    write_manifest(manifest_for_files({k: Path(v) for k, v in uris.items()},
+                                      datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")), directory)
+    settings = load_settings({"tuning": {"backend": backend}, **(overrides or {})})
+    out = run_tuning(settings, uris["train"], uris["eval"], vertex_clients=vertex_clients)
+    with mlflow.start_run(run_name="evaluate") as run:
+        run_evaluate_step(out["run_id"], uris["eval"], settings=settings,
+                          client=vertex_clients[0] if vertex_clients else None)
+    return {"tune_run_id": out["run_id"], "eval_run_id": run.info.run_id, "settings": settings,
+            "train_uri": uris["train"], "eval_uri": uris["eval"], **out}
 
-        from llmops.dataset import manifest_for_files, write_manifest
 
-        write_manifest(manifest_for_files({k: Path(v) for k, v in uris.items()},
-                                          datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")), directory)
-        settings = load_settings({"tuning": {"backend": backend}, **(overrides or {})})
-        out = run_tuning(settings, uris["train"], uris["eval"], vertex_clients=vertex_clients)
-        with mlflow.start_run(run_name="evaluate") as run:
-            run_evaluate_step(out["run_id"], uris["eval"], settings=settings,
-                              client=vertex_clients[0] if vertex_clients else None)
-        return {"tune_run_id": out["run_id"], "eval_run_id": run.info.run_id, "settings": settings,
-                "train_uri": uris["train"], "eval_uri": uris["eval"], **out}
+@pytest.fixture
+def tuned_chain(tmp_path: Path):
+    """tuned_chain(prompt, backend=..., overrides=..., pairs=...) -> `run_release_steps` in this test's folder."""
+    return lambda prompt, **kwargs: run_release_steps(tmp_path, prompt, **kwargs)
 
-    return make
+
+@pytest.fixture(scope="session")
+def release_steps():
+    """`run_release_steps` for module-scoped fixtures (which pass their own folder)."""
+    return run_release_steps

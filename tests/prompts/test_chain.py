@@ -54,7 +54,7 @@ def test_response_matches_the_documented_schema_with_safety_and_citations():
     kinds = [(c["kind"], c["source_id"]) for c in response["citations"]]
     assert kinds[0] == ("provider", "s1") and ("grounding", "11") in kinds
     assert (response["prompt_name"], response["prompt_version"], response["chain"]) == \
-        ("so-qa-grounded", 2, "so-qa-grounded-scripted")
+        ("so-qa-grounded", 2, "so-qa-scripted")
     assert (response["provider"], response["model_id"]) == ("scripted", "scripted-1")
 
 
@@ -103,7 +103,7 @@ def test_each_stage_is_a_traced_span():
     traces = mlflow.search_traces(return_type="list", flush=True)
     assert len(traces) == 1
     spans = {span.name: span for span in traces[0].data.spans}
-    assert set(spans) >= {"so-qa-grounded-scripted", "preprocess", "grounding", "prompt", "llm", "postprocess"}
+    assert set(spans) >= {"so-qa-scripted", "preprocess", "grounding", "prompt", "llm", "postprocess"}
     assert spans["llm"].attributes["model_id"] == "scripted-1"
     assert spans["prompt"].attributes["prompt_uri"] == "prompts:/so-qa-grounded/2"
     assert spans["grounding"].outputs[0]["metadata"]["chunk_id"] == "11"
@@ -127,10 +127,11 @@ def test_chain_over_an_openai_compatible_server():
 
 
 def test_vertex_chain_rebuilt_from_a_logged_config_maps_safety_and_citations():
-    """What QAChainModel.load_context does, with a fake `client.models` returning google.genai types."""
+    """What QAChainModel.load_context does (`build_chain` from the logged config), with a fake `client.models`
+    returning google.genai types."""
     from google.genai import types
 
-    from prompts.chain import chain_from_config
+    from prompts.chain import build_chain
 
     response = types.GenerateContentResponse(candidates=[types.Candidate(
         content=types.Content(role="model", parts=[types.Part(text="Use reversed(xs).")]),
@@ -155,10 +156,10 @@ def test_vertex_chain_rebuilt_from_a_logged_config_maps_safety_and_citations():
     class Client:
         models = Models()
 
-    config = {**GROUNDED.as_config(), "chain": "so-qa-grounded-vertex", "model_id": "gemini-2.5-flash",
+    config = {**GROUNDED.as_config(), "chain": "so-qa-vertex", "model_id": "gemini-2.5-flash",
               "provider": {"kind": "vertex", "model": "gemini-2.5-flash", "timeout_s": 10, "max_retries": 0},
               "grounding_k": 2, "safety": {"threshold": 0.5, "refusal_message": "Withheld."}}
-    chain = chain_from_config(config, {}, client=Client())
+    chain = build_chain(config, {}, client=Client())
     ok, refused = chain.answer_many(["How do I reverse a list?", "something"])
     assert calls[0][0] == "gemini-2.5-flash" and calls[0][1].temperature == 0.2
     assert ok["answer"] == "Use reversed(xs)." and ok["safety"]["source"] == "vertex"

@@ -94,7 +94,7 @@ def _seed(url: str) -> None:
     from mlflow.server import get_app_client
     from mlflow.tracking import MlflowClient
 
-    from registry.register import BUNDLE_TAGS
+    from registry.release import BUNDLE_KEYS
 
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
     _as("admin", ADMIN_PASSWORD)
@@ -106,13 +106,16 @@ def _seed(url: str) -> None:
         experiment = client.create_experiment("llmops")
         eval_run = client.create_run(experiment)
         client.set_tag(eval_run.info.run_id, "llmops.dataset_digest", "d1")
+        client.log_param(eval_run.info.run_id, "dataset_digest", "d1")
+        client.log_param(eval_run.info.run_id, "dataset_lineage", "l1")
         client.set_terminated(eval_run.info.run_id)
         client.create_registered_model(MODEL)
         for _ in range(2):
             run = client.create_run(experiment)
             mv = client.create_model_version(MODEL, f"runs:/{run.info.run_id}/model", run.info.run_id)
-            for key in BUNDLE_TAGS:
-                value = {"eval_run_id": eval_run.info.run_id, "dataset_digest": "d1"}.get(key, f"{key}-1")
+            for key in BUNDLE_KEYS:
+                value = {"eval_run_id": eval_run.info.run_id, "dataset_digest": "d1",
+                         "dataset_lineage": "l1"}.get(key, f"{key}-1")
                 client.set_model_version_tag(MODEL, mv.version, f"llmops.{key}", value)
         mlflow.genai.register_prompt(PROMPT, "Answer: {{question}}")
         mlflow.genai.register_prompt(PROMPT, "Answer briefly: {{question}}")

@@ -54,19 +54,20 @@ def serving_store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def served_model(serving_store):
-    """One registered model and one server for the module (starting one costs tens of seconds)."""
+def served_model(serving_store, release_steps):
+    """One registered model (made by the real steps) and one server for the module (starting one costs tens of
+    seconds)."""
     from prompts.registry import sync_prompt
     from prompts.template import load_template_file
-    from registry.register import register_chain
+    from registry.release import register
 
     helpers = _helpers()
     tmp_path, tracking_uri = serving_store
     mlflow.set_experiment("serving")
     prompt = sync_prompt(load_template_file(helpers.copy_template(tmp_path / "t", "so-qa", "serve-qa")))[0]
-    tune_id, eval_id = helpers.make_tune_run(prompt.name, prompt.version, prompt.instruction_hash, tmp_path)
+    runs = release_steps(tmp_path, prompt, overrides={"tuning": {"backend": "local", "validation_percent": 40}})
     with mlflow.start_run(run_name="register"):
-        version = register_chain("served-chain", tune_id, eval_id, alias="dev")
+        version = register(runs["settings"], "served-chain", runs["tune_run_id"], runs["eval_run_id"])
     env_keep = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_") and k != "MLFLOW_RUN_ID"}
     port = _free_port()
     env = {**env_keep, "MLFLOW_TRACKING_URI": tracking_uri,
@@ -116,7 +117,7 @@ def test_invocations_return_the_documented_schema(served_model):
     assert first["citations"][0]["source_id"] == "1000" and not first["abstained"]
     assert first["safety"]["blocked"] is False and first["safety"]["source"] == "local-lexicon-v1"
     assert (first["model_name"], first["model_version"], first["prompt_name"]) == ("served-chain", version, "serve-qa")
-    assert second["abstained"]
+    assert second["citations"][0]["similarity"] < first["citations"][0]["similarity"]
 
     split = httpx.post(f"{base}/invocations", timeout=60,
                        json={"dataframe_split": {"columns": ["question"], "data": [["How do I merge two dicts?"]]}})

@@ -43,10 +43,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
 
 
 def write_splits(directory: Path, prompt) -> tuple[str, str]:
-    """Train on all facts (the model must memorise them); eval on a subset (loss must fall there too)."""
+    """Train on all facts (the model must memorise them); eval on a subset; a manifest ties the two together."""
+    from llmops.dataset import manifest_for_files, write_manifest
+
     train = example_rows(prompt, FACTS)
     evaluation = example_rows(prompt, FACTS[:4], start_id=100)
-    return write_jsonl(directory / "train.jsonl", train), write_jsonl(directory / "eval.jsonl", evaluation)
+    paths = write_jsonl(directory / "train.jsonl", train), write_jsonl(directory / "eval.jsonl", evaluation)
+    write_manifest(manifest_for_files({"train": Path(paths[0]), "eval": Path(paths[1])}, "20260101T000000Z"),
+                   directory)
+    return paths
 
 
 def build_tiny_model(directory: Path, texts: list[str], seed: int = 0) -> Path:

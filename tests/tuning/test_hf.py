@@ -31,7 +31,7 @@ def _settings(store, model_dir, model_name="hf-qa", seed=0, **hf):
                                      "hf": {**HF, "base_model_path": str(model_dir), **hf}}})
 
 
-def _tune(store, settings, **kwargs):
+def _tune(store, settings, **kwargs):  # noqa: D103
     from llmops.tracking import configure_mlflow
     from projects.tuning.run import run_tuning
 
@@ -52,34 +52,51 @@ def _runs() -> list:
     return mlflow.search_runs(search_all_experiments=True, output_format="list")
 
 
-def test_loss_falls_curves_logged_and_model_reloads_in_a_fresh_process(store, tiny_model, tmp_path) -> None:
+def test_loss_falls_curves_logged_and_the_released_model_reloads_in_a_fresh_process(store, tiny_model,
+                                                                                   tmp_path) -> None:
     import mlflow.artifacts
     from mlflow.tracking import MlflowClient
 
     from backends.hf import HFBackend
+    from evaluation.run import run_evaluate_step
+    from registry.release import register
 
-    out = _tune(store, _settings(store, tiny_model, model_name="hf-happy"))
+    settings = _settings(store, tiny_model, model_name="hf-happy")
+    out = _tune(store, settings)
     client = MlflowClient()
     run = client.get_run(out["run_id"])
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["tuning.backend"] == "hf" and params["tuning.base_model"] == str(tiny_model.resolve())
     assert params["hp.lora_r"] == "16" and params["tuning.seed"] == "0" and params["dataset_digest"]
+    fit, validation = int(params["fit_examples"]), int(params["validation_examples"])
+    assert fit + validation == 12 and validation > 0
 
     train = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "train_loss"), key=lambda m: m.step)]
-    evals = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "eval_loss"), key=lambda m: m.step)]
-    assert len(train) == 8 * 3 and len(evals) == 8 + 1  # 12 examples / batch 4 = 3 steps per epoch
-    assert evals[-1] < 0.95 * evals[0]
-    assert sum(train[-3:]) / 3 < 0.95 * sum(train[:3]) / 3
+    valid = [m.value for m in sorted(client.get_metric_history(run.info.run_id, "validation_loss"),
+                                     key=lambda m: m.step)]
+    steps = -(-fit // 4)  # per epoch: fit rows / batch 4
+    assert len(train) == 8 * steps and len(valid) == 8 + 1
+    assert valid[-1] < 0.95 * valid[0]  # loss on the held-out validation rows falls
+    assert sum(train[-steps:]) < sum(train[:steps])
+    spec = json.loads(run.data.tags["llmops.provider_spec"])
+    assert spec["kind"] == "hf" and spec["base_model"] == str(tiny_model.resolve())
+    assert spec["artifacts"]["adapter"] == out["adapter_uri"] and spec["artifacts"]["grounding"]
+    assert _versions("hf-happy") == []  # tuning registers nothing: the release path does
 
     adapter = Path(mlflow.artifacts.download_artifacts(out["adapter_uri"], dst_path=str(tmp_path / "adapter")))
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
 
-    (version,) = _versions("hf-happy")
-    assert client.get_model_version_by_alias("hf-happy", "dev").version == version.version
-    assert version.tags["llmops.tune_run_id"] == run.info.run_id
-    assert version.tags["llmops.chain"] == "so-qa-hf-lora"
-    assert version.tags["llmops.prompt_version"] == str(store["prompt"].version)
+    with mlflow.start_run(run_name="evaluate") as evaluation:
+        run_evaluate_step(out["run_id"], store["eval_uri"], settings=settings)
+    with mlflow.start_run(run_name="register"):
+        version = register(settings, "hf-happy", out["run_id"], evaluation.info.run_id)
+    assert str(client.get_model_version_by_alias("hf-happy", "dev").version) == version
+    tags = client.get_model_version("hf-happy", version).tags
+    assert tags["llmops.tune_run_id"] == run.info.run_id and tags["llmops.chain"] == "so-qa-hf-lora"
+    assert tags["llmops.prompt_version"] == str(store["prompt"].version)
+    pins = tags["llmops.requirements"].split(",")
+    assert any(p.startswith("torch==") for p in pins) and any(p.startswith("peft==") for p in pins)
 
     question = "who created python ?"
     expected = HFBackend.load(tiny_model, adapter, max_new_tokens=8).generate(
@@ -140,8 +157,7 @@ def test_ctrl_c_in_a_real_process_leaves_a_killed_run_and_no_version(store, tiny
     from mlflow.tracking import MlflowClient
 
     cmd = [sys.executable, "-m", "llmops.cli", "tune", "--backend", "hf", "--base-model", str(tiny_model),
-           "--epochs", "100", "--train-uri", store["train_uri"], "--eval-uri", store["eval_uri"],
-           "--model-name", "hf-interrupted"]
+           "--epochs", "100", "--train-uri", store["train_uri"], "--eval-uri", store["eval_uri"]]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "MLFLOW_TRACKING_URI": store["uri"]})
     run_id = _wait_for_training(proc)
@@ -151,7 +167,7 @@ def test_ctrl_c_in_a_real_process_leaves_a_killed_run_and_no_version(store, tiny
     run = MlflowClient().get_run(run_id)
     assert run.info.status == "KILLED"
     assert run.data.tags["llmops.failure_reason"].startswith("interrupted")
-    assert _versions("hf-interrupted") == []
+    assert "llmops.provider_spec" not in run.data.tags  # an interrupted run produced nothing to release
 
 
 def _wait_for_training(proc: subprocess.Popen) -> str:

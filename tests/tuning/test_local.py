@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ def _tune(store, **backend):
     from projects.tuning.run import run_tuning
 
     settings = load_settings({"mlflow": {"tracking_uri": store["uri"]}, "backend": backend,
-                              "tuning": {"backend": "local"}})
+                              "tuning": {"backend": "local", "validation_percent": 30}})
     configure_mlflow(settings)
     return run_tuning(settings, store["train_uri"], store["eval_uri"])
 
@@ -39,13 +40,20 @@ def test_local_run_logs_like_any_tuning_run_and_repeats_exactly(store, tmp_path)
     assert params["tuning.backend"] == "local" and params["tuning.base_model"] == "retrieval-tfidf"
     assert params["hp.abstain_value"] == "0.3" and params["prompt_version"] == str(store["prompt"].version)
     assert params["train_examples"] == "12" and params["eval_examples"] == "4"
-    assert {"threshold", "eval_utility", "eval_coverage", "duration_s"} <= set(metrics)
-    curve = client.get_metric_history(run.info.run_id, "eval_utility_at_threshold")
+    # the threshold is chosen on a validation share of train, never on the eval split that is gated
+    validation, fit = int(params["validation_examples"]), int(params["fit_examples"])
+    assert validation > 0 and validation + fit == 12 and params["tuning.validation_percent"] == "30"
+    assert {"threshold", "validation_utility", "validation_coverage", "duration_s"} <= set(metrics)
+    assert not any(name.startswith("eval_") for name in metrics)
+    curve = client.get_metric_history(run.info.run_id, "validation_utility_at_threshold")
     assert sorted(m.step for m in curve) == list(range(21))
     # the chosen threshold's utility is the best on the curve (it maximises over all candidate thresholds)
-    assert metrics["eval_utility"] >= max(m.value for m in curve) - 1e-9
+    assert metrics["validation_utility"] >= max(m.value for m in curve) - 1e-9
+    assert metrics["index_size"] == 12  # the final index holds every train row
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"so-qa-train", "so-qa-eval"}
     assert run.data.tags["llmops.retriever_uri"] == first["retriever_uri"]
+    spec = json.loads(run.data.tags["llmops.provider_spec"])
+    assert (spec["kind"], spec["artifacts"]) == ("retrieval", {"retriever": first["retriever_uri"]})
 
     second = _tune(store, abstain_value=0.3)
     again = client.get_run(second["run_id"]).data
@@ -63,7 +71,7 @@ def test_local_failure_marks_the_run_failed_with_the_reason(store, monkeypatch) 
     from projects.tuning import local
 
     def broken(*args, **kwargs):
-        raise BackendError("cannot choose a threshold on an empty eval split")
+        raise BackendError("cannot choose a threshold on an empty validation split")
 
     monkeypatch.setattr(local, "tune_retrieval", broken)
     with pytest.raises(BackendError):
@@ -72,4 +80,4 @@ def test_local_failure_marks_the_run_failed_with_the_reason(store, monkeypatch) 
                              max_results=1, output_format="list")[0]
     assert run.info.status == "FAILED"
     assert run.data.tags["llmops.failure_reason"] == \
-        "BackendError: cannot choose a threshold on an empty eval split"
+        "BackendError: cannot choose a threshold on an empty validation split"

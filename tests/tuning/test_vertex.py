@@ -37,7 +37,8 @@ def _run(store, script, model_name="vertex-qa", storage=None, **vertex):
 
     settings = _settings(store, model_name=model_name, **vertex)
     configure_mlflow(settings)
-    genai, storage = fakes.FakeGenaiClient(script), storage or fakes.FakeStorageClient()
+    storage = storage or fakes.FakeStorageClient()
+    genai = fakes.FakeGenaiClient(script, storage=storage)
     sleeps: list[float] = []
     call = lambda: run_tuning(settings, store["train_uri"], store["eval_uri"],
                               vertex_clients=(genai, storage), sleep=sleeps.append)
@@ -56,22 +57,35 @@ def _last_run():
     return mlflow.search_runs(order_by=["attributes.start_time DESC"], max_results=1, output_format="list")[0]
 
 
-def test_happy_path_uploads_tunes_polls_logs_and_registers(store) -> None:
+def test_happy_path_uploads_tunes_polls_logs_then_releases_through_the_one_path(store) -> None:
+    import mlflow
     from mlflow.models import Model
     from mlflow.tracking import MlflowClient
+
+    from evaluation.run import run_evaluate_step
+    from registry.release import register
 
     script = [fakes.job(fakes.S.JOB_STATE_PENDING), fakes.running(5, 0), fakes.running(12, 1), fakes.succeeded()]
     call, genai, storage, sleeps = _run(store, script, model_name="vertex-happy")
     out = call()
 
-    # uploads: chat format, one file per split under <prefix>/<digest>/
+    # uploads: chat format, training rows (train minus validation) and the validation rows, under <prefix>/<digest>/
     objects = storage.buckets["llmops-tuning"].objects
-    digest = MlflowClient().get_run(out["run_id"]).data.params["dataset_digest"]
-    assert set(objects) == {f"sft/{digest}/train.jsonl", f"sft/{digest}/eval.jsonl"}
+    run = MlflowClient().get_run(out["run_id"])
+    params = run.data.params
+    digest = params["dataset_digest"]
+    assert set(objects) == {f"sft/{digest}/train.jsonl", f"sft/{digest}/validation.jsonl"}
     first = json.loads(objects[f"sft/{digest}/train.jsonl"][0].splitlines()[0])
     assert [t["role"] for t in first["contents"]] == ["user", "model"]
-    assert first["contents"][1]["parts"][0]["text"] == "python was created by guido ."
-    assert len(objects[f"sft/{digest}/train.jsonl"][0].splitlines()) == 12
+    assert first["contents"][1]["parts"][0]["text"].endswith(" .")
+    assert len(objects[f"sft/{digest}/train.jsonl"][0].splitlines()) == int(params["fit_examples"])
+    assert len(objects[f"sft/{digest}/validation.jsonl"][0].splitlines()) == int(params["validation_examples"]) > 0
+    from projects.tuning.common import load_tuning_data
+
+    data = load_tuning_data(store["train_uri"], store["eval_uri"])  # the eval split (gated) is never uploaded
+    uploaded = [json.loads(line)["contents"][0]["parts"][0]["text"]
+                for line in objects[f"sft/{digest}/train.jsonl"][0].splitlines()]
+    assert uploaded == [row["input_text"] for row in data.fit]
 
     # the job was created with our hyperparameters and the uploaded URIs
     (tune,) = genai.tunings.tune_calls
@@ -80,15 +94,14 @@ def test_happy_path_uploads_tunes_polls_logs_and_registers(store) -> None:
     config = tune["config"]
     assert (config.epoch_count, config.learning_rate_multiplier) == (2, 0.5)
     assert config.adapter_size.name == "ADAPTER_SIZE_EIGHT"
-    assert config.validation_dataset.gcs_uri == f"{GCS}/{digest}/eval.jsonl"
+    assert config.validation_dataset.gcs_uri == f"{GCS}/{digest}/validation.jsonl"
 
     # backoff: doubling from poll_initial_s, capped at poll_max_s, until the terminal state
     assert sleeps == [10, 20, 40, 40]
     assert genai.tunings.get_calls == 4
 
-    run = MlflowClient().get_run(out["run_id"])
     assert run.info.status == "FINISHED"
-    params, tags, metrics = run.data.params, run.data.tags, run.data.metrics
+    tags, metrics = run.data.tags, run.data.metrics
     assert params["tuning.backend"] == "vertex" and params["tuning.base_model"] == "gemini-2.5-flash"
     assert params["hp.epochs"] == "2" and params["hp.adapter_size"] == "8"
     assert params["train_gcs_uri"].startswith(GCS) and params["prompt_version"] == str(store["prompt"].version)
@@ -101,19 +114,30 @@ def test_happy_path_uploads_tunes_polls_logs_and_registers(store) -> None:
     steps = [(m.step, m.value) for m in MlflowClient().get_metric_history(run.info.run_id, "completed_steps")]
     assert steps == [(2, 5.0), (3, 12.0), (4, 20.0)]
     assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"so-qa-train", "so-qa-eval"}
+    # what the run produced, as data: the tuned endpoint; tuning registers nothing
+    spec = json.loads(tags["llmops.provider_spec"])
+    assert (spec["kind"], spec["model"], spec["project"], spec["location"]) == \
+        ("vertex", fakes.ENDPOINT, "demo-project", "us-central1")
+    assert _versions("vertex-happy") == []
 
-    # registered: the chain with the tuned endpoint inside, bundle tags, alias dev
-    (version,) = _versions("vertex-happy")
-    assert MlflowClient().get_model_version_by_alias("vertex-happy", "dev").version == version.version
-    assert version.tags["llmops.tune_run_id"] == run.info.run_id
-    assert version.tags["llmops.chain"] == "so-qa-vertex-tuned"
-    assert version.tags["llmops.dataset_digest"] == digest
-    assert version.tags["llmops.instruction_hash"] == store["prompt"].instruction_hash
+    # the release path: evaluate the endpoint (the SDK fake answers from what was uploaded), register, alias dev
+    settings = _settings(store, model_name="vertex-happy")
+    with mlflow.start_run(run_name="evaluate") as evaluation:
+        outcome = run_evaluate_step(out["run_id"], store["eval_uri"], settings=settings, client=genai)
+    assert len(genai.models.calls) == 4 and outcome.metrics["coverage"] == 1.0
+    with mlflow.start_run(run_name="register"):
+        version = register(settings, "vertex-happy", out["run_id"], evaluation.info.run_id)
+    mv = MlflowClient().get_model_version("vertex-happy", version)
+    assert str(MlflowClient().get_model_version_by_alias("vertex-happy", "dev").version) == version
+    assert (mv.tags["llmops.tune_run_id"], mv.tags["llmops.chain"]) == (run.info.run_id, "so-qa-vertex")
+    assert mv.tags["llmops.dataset_digest"] == digest and mv.tags["llmops.provider"] == "vertex"
+    assert mv.tags["llmops.instruction_hash"] == store["prompt"].instruction_hash
+    assert any(p.startswith("google-genai==") for p in mv.tags["llmops.requirements"].split(","))
     import mlflow.artifacts
 
-    local = mlflow.artifacts.download_artifacts(f"models:/vertex-happy/{version.version}")
+    local = mlflow.artifacts.download_artifacts(f"models:/vertex-happy/{version}")
     model_config = Model.load(str(Path(local) / "MLmodel")).flavors["python_function"]["config"]
-    assert model_config["endpoint"] == fakes.ENDPOINT and model_config["project"] == "demo-project"
+    assert model_config["provider"]["model"] == fakes.ENDPOINT and model_config["provider"]["project"] == "demo-project"
     # it loads by alias without credentials (the first question needs them), and bad input is the caller's error
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException

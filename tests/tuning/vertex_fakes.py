@@ -2,12 +2,14 @@
 
 `FakeGenaiClient.tunings` implements `tune(*, base_model, training_dataset, config)`, `get(*, name, config)` and
 `cancel(*, name, config)` and returns real `google.genai.types.TuningJob` objects whose `JobState` follows a
-script; `FakeStorageClient` implements `bucket(name).exists()` and `.blob(path).upload_from_string(...)`.
+script; `.models.generate_content` answers as the tuned endpoint; `FakeStorageClient` implements
+`bucket(name).exists()` and `.blob(path).upload_from_string(...)`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +79,44 @@ class FakeTunings:
         return types.CancelTuningJobResponse()
 
 
+class FakeModels:
+    """`generate_content(*, model, contents, config)` as the tuned endpoint would answer: it "learned" the
+    training file that was uploaded to the storage fake (the answer of the training prompt sharing most words with
+    the request), so a wrong upload or a wrong endpoint shows in the answers. Returns real response types."""
+
+    def __init__(self, storage: FakeStorageClient | None) -> None:
+        self.storage = storage
+        self.calls: list[str] = []
+
+    def _memory(self) -> list[tuple[set[str], str]]:
+        pairs = []
+        for bucket in (self.storage.buckets.values() if self.storage else []):
+            for name, (text, _type) in bucket.objects.items():
+                if name.endswith("/train.jsonl"):
+                    for line in text.splitlines():
+                        contents = json.loads(line)["contents"]
+                        prompt, answer = contents[0]["parts"][0]["text"], contents[-1]["parts"][0]["text"]
+                        pairs.append((set(prompt.lower().split()), answer))
+        return pairs
+
+    def generate_content(self, *, model: str, contents: Any, config: Any = None) -> types.GenerateContentResponse:
+        assert model == ENDPOINT, model
+        asked = contents[-1].parts[0].text
+        self.calls.append(asked)
+        words = set(asked.lower().split())
+        memory = self._memory()
+        answer = max(memory, key=lambda pair: len(pair[0] & words))[1] if memory else "I was not tuned."
+        return types.GenerateContentResponse(candidates=[types.Candidate(
+            content=types.Content(role="model", parts=[types.Part(text=answer)]),
+            finish_reason=types.FinishReason.STOP)], usage_metadata=types.GenerateContentResponseUsageMetadata(
+            prompt_token_count=len(asked.split()), candidates_token_count=len(answer.split())))
+
+
 class FakeGenaiClient:
-    def __init__(self, script: list[Any], cancel_marker: Path | None = None) -> None:
+    def __init__(self, script: list[Any], cancel_marker: Path | None = None,
+                 storage: FakeStorageClient | None = None) -> None:
         self.tunings = FakeTunings(script, cancel_marker)
+        self.models = FakeModels(storage)
 
 
 class FakeBlob:
