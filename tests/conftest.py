@@ -148,3 +148,34 @@ def tuned_chain(tmp_path: Path):
 def release_steps():
     """`run_release_steps` for module-scoped fixtures (which pass their own folder)."""
     return run_release_steps
+
+
+def build_tiny_model(directory: Path, texts: list[str], seed: int = 0) -> Path:
+    """A 2-layer GPT-2 with random weights and a word-level tokenizer over `texts`: no downloads."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    from backends.hf import PLAIN_ASSISTANT, PLAIN_USER
+
+    splitter = pre_tokenizers.Whitespace()
+    words = sorted({w for text in [*texts, PLAIN_USER, PLAIN_ASSISTANT] for w, _ in splitter.pre_tokenize_str(text)})
+    vocab = {tok: i for i, tok in enumerate(["<unk>", "<pad>", "<eos>", *words])}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = splitter
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>",
+                                        eos_token="<eos>")
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(vocab), n_positions=256, n_embd=64, n_layer=2, n_head=2,
+                        bos_token_id=2, eos_token_id=2, pad_token_id=1)
+    model = GPT2LMHeadModel(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_factory():
+    """`build_tiny_model(directory, texts)`: a tiny random causal LM made in the test (no downloads)."""
+    return build_tiny_model

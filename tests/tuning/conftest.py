@@ -1,4 +1,5 @@
-"""Fixtures for tuning tests: a registered prompt, small chat datasets, a tiny random causal LM built here."""
+"""Fixtures for tuning tests: a registered prompt, small chat datasets, a tiny random causal LM built here
+(`tiny_lm_factory`, tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -54,31 +55,6 @@ def write_splits(directory: Path, prompt) -> tuple[str, str]:
     return paths
 
 
-def build_tiny_model(directory: Path, texts: list[str], seed: int = 0) -> Path:
-    """A 2-layer GPT-2 with random weights and a word-level tokenizer over `texts`: no downloads."""
-    import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
-
-    from backends.hf import PLAIN_ASSISTANT, PLAIN_USER
-
-    splitter = pre_tokenizers.Whitespace()
-    words = sorted({w for text in [*texts, PLAIN_USER, PLAIN_ASSISTANT] for w, _ in splitter.pre_tokenize_str(text)})
-    vocab = {tok: i for i, tok in enumerate(["<unk>", "<pad>", "<eos>", *words])}
-    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    core.pre_tokenizer = splitter
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>", pad_token="<pad>",
-                                        eos_token="<eos>")
-    torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=len(vocab), n_positions=256, n_embd=64, n_layer=2, n_head=2,
-                        bos_token_id=2, eos_token_id=2, pad_token_id=1)
-    model = GPT2LMHeadModel(config)
-    directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(directory))
-    tokenizer.save_pretrained(str(directory))
-    return directory
-
-
 @pytest.fixture(scope="session")
 def tuning_store(tmp_path_factory: pytest.TempPathFactory):
     """One SQLite store for the tuning tests, with the prompt registered and the small splits and tiny model on disk."""
@@ -96,10 +72,10 @@ def tuning_store(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tuning_store) -> Path:
+def tiny_model(tuning_store, tiny_lm_factory) -> Path:
     """The tiny random GPT-2 and its tokenizer, saved once per session."""
     texts = [r["input_text"] + " " + r["output_text"] for r in example_rows(tuning_store["prompt"], FACTS)]
-    return build_tiny_model(tuning_store["root"] / "tiny-gpt2", texts)
+    return tiny_lm_factory(tuning_store["root"] / "tiny-gpt2", texts)
 
 
 @pytest.fixture
