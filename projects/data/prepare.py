@@ -20,7 +20,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -136,13 +136,58 @@ def cleaned_batches(batches: Iterator[pa.RecordBatch], options: CleanOptions, st
             yield pending.pop(0).result()
 
 
+class Progress(Protocol):
+    """Where the step reports rows as they stream (the CLI draws a bar); `start` gets the expected total."""
+
+    def start(self, total: int | None) -> None: ...
+
+    def advance(self, rows: int) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int | None) -> None:
+        pass
+
+    def advance(self, rows: int) -> None:
+        pass
+
+
+# Columns of the funnel query that check the tables rather than count a filter.
+TABLE_CHECKS = ("duplicate_question_rows", "duplicate_answer_rows")
+FUNNEL_LABELS = {
+    "questions": "questions", "with_accepted_answer_id": "with an accepted answer id",
+    "accepted_answer_present": "accepted answer present", "tag_match": "tag matches",
+    "answer_date_match": "answer date passes the cutoff", "question_window_match": "question date in the window",
+}
+
+
 def _funnel(warehouse: Warehouse, params: dict[str, Any]) -> dict[str, int] | None:
-    """Counts per query filter; None when the engine cannot run it (it is a report, not a gate)."""
+    """Counts per query filter (and the table checks); None when the engine cannot run it (a report, not a gate)."""
     try:
         rows = warehouse.query(load_query(FUNNEL_QUERY), params).to_pylist()
     except DataError:
         return None
     return {key: int(value or 0) for key, value in rows[0].items()} if rows else None
+
+
+def funnel_line(funnel: dict[str, int] | None, params: dict[str, Any]) -> str:
+    """`questions 2,921 -> with an accepted answer id 1,134 -> ... (undated answers: 5)`: where rows were lost."""
+    if not funnel:
+        return "funnel not available"
+    steps = " -> ".join(f"{label} {funnel[key]:,}" for key, label in FUNNEL_LABELS.items() if key in funnel)
+    undated = funnel.get("answer_date_null")
+    if undated and params.get("answer_date_cutoff") is not None:
+        steps += f" (answers without a date: {undated:,}, kept only with --answer-date-cutoff none)"
+    return steps
+
+
+def _duplicate_warnings(funnel: dict[str, int] | None) -> list[str]:
+    if not funnel:
+        return []
+    tables = {"duplicate_question_rows": "posts_questions", "duplicate_answer_rows": "posts_answers"}
+    return [f"warehouse table {table} has {funnel[key]:,} row(s) whose (site, id) occurs more than once; "
+            "kept one example per question id (exact duplicates: the lowest id; otherwise the lowest answer id)"
+            for key, table in tables.items() if funnel.get(key)]
 
 
 def _template_parts(prompt: PinnedPrompt) -> list[str]:
@@ -151,21 +196,27 @@ def _template_parts(prompt: PinnedPrompt) -> list[str]:
 
 
 def prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, workdir: Path,
-            log: Callable[[str], None] = lambda _: None) -> Prepared:
+            log: Callable[[str], None] = lambda _: None, warn: Callable[[str], None] | None = None,
+            progress: Progress | None = None) -> Prepared:
     """Query, clean and stage; raises DataError when nothing (or only one side of the split) survives."""
     staging = Staging(workdir, settings.dataprep.staging_memory_limit, settings.dataprep.duckdb_threads)
     try:
-        return _prepare(settings, warehouse, prompt, staging, log)
+        return _prepare(settings, warehouse, prompt, staging, log, warn or (lambda m: log(f"warning: {m}")),
+                        progress or _NoProgress())
     except BaseException:
         staging.close()
         raise
 
 
 def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, staging: Staging,
-             log: Callable[[str], None]) -> Prepared:
+             log: Callable[[str], None], warn: Callable[[str], None], progress: Progress) -> Prepared:
     data, prep = settings.data, settings.dataprep
     params = query_params(settings)
     funnel = _funnel(warehouse, params)
+    for message in _duplicate_warnings(funnel):
+        warn(message)
+    expected = funnel.get("question_window_match") if funnel else None
+    progress.start(min(expected, data.limit) if expected is not None else None)
     rows_from_query, cleaned = 0, 0
     dropped: Counter[str] = Counter()
     nulls: Counter[str] = Counter()
@@ -174,21 +225,28 @@ def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, sta
     for kept, batch_dropped, batch_nulls in cleaned_batches(batches, clean_options(settings, prompt), staging,
                                                             _workers(prep.workers, processes), processes):
         rows_from_query += kept + sum(batch_dropped.values())
+        progress.advance(kept + sum(batch_dropped.values()))
         cleaned += kept
         dropped.update(batch_dropped)
         nulls.update(batch_nulls)
     log(f"query returned {rows_from_query:,} row(s); {cleaned:,} after cleaning")
     if cleaned == 0:
+        lost = f"dropped by cleaning: {dict(dropped)}; " if dropped else ""
         raise DataError(
-            f"zero examples after filtering ({rows_from_query} row(s) from the query; dropped: {dict(dropped)}); "
-            "check data.tag_pattern, data.answer_date_cutoff and the question date window"
+            f"zero examples: the query returned {rows_from_query:,} row(s); {lost}funnel: "
+            f"{funnel_line(funnel, params)}; check data.tag_pattern, data.answer_date_cutoff and the question "
+            "date window"
         )
     con = staging.finish()
     splits = {split: 0 for split in SPLITS}
     splits.update(dict(con.execute("SELECT split, count(*) FROM examples GROUP BY split").fetchall()))
     if not prep.test_percent:
         splits.pop("test")
-    dropped["exact_duplicate"] = cleaned - sum(splits.values())
+    after_exact = con.execute("SELECT count(*) FROM keep1").fetchall()[0][0]
+    dropped["exact_duplicate"] = cleaned - after_exact
+    dropped["duplicate_id"] = after_exact - sum(splits.values())  # same question id, different text: one kept
+    if dropped["duplicate_id"] and not _duplicate_warnings(funnel):
+        warn(f"{dropped['duplicate_id']:,} example(s) shared a question id with another; kept the lowest answer id")
     if not splits["train"] or not splits["eval"]:
         raise DataError(f"split left an empty side (train={splits['train']}, eval={splits['eval']}); add data")
     digest = streamed_digest(con, "examples")
@@ -302,7 +360,8 @@ def log_reuse(prepared: Prepared, settings: Settings, previous) -> dict[str, str
 
 
 def run_data_step(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt,
-                  log: Callable[[str], None] = lambda _: None) -> Outcome:
+                  log: Callable[[str], None] = lambda _: None, warn: Callable[[str], None] | None = None,
+                  progress: Progress | None = None) -> Outcome:
     """The whole step inside the active MLflow run; any error leaves no dataset directory behind."""
     output_dir = Path(settings.data.output_dir)
     check_writable(output_dir)
@@ -310,7 +369,7 @@ def run_data_step(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt
     prepared = None
     try:
         try:
-            prepared = prepare(settings, warehouse, prompt, workdir, log)
+            prepared = prepare(settings, warehouse, prompt, workdir, log, warn, progress)
         except duckdb.Error as exc:  # the staging database (disk full, memory limit): one line, run FAILED
             raise DataError(f"staging the dataset failed: {str(exc).splitlines()[0]}") from exc
         previous = previous_run(prepared.digest) if settings.dataprep.reuse_by_digest else None

@@ -21,7 +21,7 @@ def length_stats(con: Any, table: str, column: str) -> dict[str, float]:
         f"avg(length({column})) FROM {table}"
     ).fetchone()
     keys = ("count", "min", "p50", "p90", "p99", "max", "mean")
-    return {key: (round(float(value), 1) if value is not None else None) for key, value in zip(keys, row)}
+    return {key: (round(float(value), 1) if value is not None else None) for key, value in zip(keys, row, strict=True)}
 
 
 def near_duplicate_stats(con: Any, table: str) -> dict[str, int]:
