@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from mlflow.exceptions import MlflowException
 
 from llmops.errors import LlmopsError
 
@@ -110,9 +109,6 @@ def main(argv: list[str] | None = None) -> None:
     except LlmopsError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except MlflowException as exc:
-        typer.echo(f"error: MLflow: {exc.message.splitlines()[0] if exc.message else exc}", err=True)
-        sys.exit(1)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
@@ -125,6 +121,12 @@ def main(argv: list[str] | None = None) -> None:
     except ClickError as exc:  # e.g. a file argument that cannot be opened
         typer.echo(f"error: {' '.join(exc.format_message().split())}", err=True)  # type: ignore[attr-defined]
         sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+    except Exception as exc:
+        mlflow_errors = sys.modules.get("mlflow.exceptions")  # imported only if a command used MLflow
+        if mlflow_errors is None or not isinstance(exc, mlflow_errors.MlflowException):
+            raise
+        typer.echo(f"error: MLflow: {exc.message.splitlines()[0] if exc.message else exc}", err=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
