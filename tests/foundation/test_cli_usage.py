@@ -122,3 +122,42 @@ def test_config_show_one_section_as_yaml(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit) as info:
         main(["config", "show", "dta"])
     assert info.value.code == 2 and "unknown settings section 'dta'" in capsys.readouterr().err
+
+
+def _prepare_on_a_terminal(tmp_path: Path, *flags: str) -> tuple[int, str]:
+    """`llmops data prepare` with stderr on a pseudo-terminal; returns (exit code, what the terminal showed)."""
+    import pty
+    import threading
+
+    master, slave = pty.openpty()
+    shown: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            shown.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    proc = subprocess.run([LLMOPS, "data", "prepare", "--output-dir", str(tmp_path / "out"), *flags],
+                          stdout=subprocess.PIPE, stderr=slave, timeout=300, env={**os.environ, "COLUMNS": "120"})
+    os.close(slave)
+    reader.join(timeout=10)
+    os.close(master)
+    return proc.returncode, b"".join(shown).decode(errors="replace")
+
+
+def test_data_progress_only_on_a_terminal_and_not_when_quiet(tracking_uri: str, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    code, terminal = _prepare_on_a_terminal(tmp_path)
+    assert code == 0 and "query + clean (rows)" in terminal
+    code, terminal = _prepare_on_a_terminal(tmp_path, "--quiet")
+    assert code == 0 and "query + clean" not in terminal
+    with pytest.raises(SystemExit) as info:  # stderr captured (not a terminal): plain lines only
+        main(["data", "prepare", "--output-dir", str(tmp_path / "out")])
+    assert info.value.code == 0 and "query + clean" not in capsys.readouterr().err
