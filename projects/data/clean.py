@@ -92,7 +92,7 @@ def _parser() -> Any:
 
 
 def body_format(body: str) -> Literal["html", "markdown"]:
-    """HTML or Markdown, decided by parsing the body (its first 4 KB) as HTML with libxml2 (see the module doc).
+    """HTML or Markdown, decided by reading the body (its first 4 KB) as HTML (see the module doc).
 
     Without a `<` there is no element, so the body is Markdown (or plain text) without parsing."""
     if "<" not in body:
@@ -101,36 +101,36 @@ def body_format(body: str) -> Literal["html", "markdown"]:
     if len(text) > _SNIFF_CHARS:  # cut after a tag, never inside one
         cut = text.rfind(">", 0, _SNIFF_CHARS)
         text = text[:cut + 1] if cut > 0 else text[:_SNIFF_CHARS]
+    parser = _parser()
     from lxml import etree
 
-    parser = _parser()
     try:
         document = etree.fromstring(f"<div>{text}</div>", parser)
     except etree.Error:
         return "markdown"
     root = document.find("body/div") if document is not None else None
-    if root is None or (root.text or "").strip():  # text before the first element: Markdown prose
+    if root is None or (root.text and not root.text.isspace()):  # text before the first element: prose
         return "markdown"
+    outside = 0
+    for child in root:
+        tail = child.tail
+        if tail and not tail.isspace():
+            outside += len(tail.strip())
     tags = _local.tags
-    if any(element.tag not in tags for element in root.iter() if element is not root):
-        return "markdown"  # `<int>`, `<dependency>`: literal text HTML would have escaped
-    outside = sum(len(element.tail.strip()) for element in root if element.tail)
+    for element in root.iterdescendants():
+        if element.tag not in tags:
+            return "markdown"  # `<int>`, `<dependency>`: literal text that HTML would have escaped
     if outside and outside * 2 > len("".join(root.itertext()).strip()):
         return "markdown"  # mostly top-level text with a few inline tags (`<kbd>`, `<br>`)
     return "html"
 
 
-_CONVERT_OPTIONS: Any = None
-
-
 def _convert(html: str) -> str:
-    global _CONVERT_OPTIONS
+    """html-to-markdown with its defaults, which escape nothing (literal `*`, `_`, `<` stay as written). Passing a
+    ConversionOptions costs ~30 us per call in its Python binding (enum coercion), more than the conversion."""
     import html_to_markdown
 
-    if _CONVERT_OPTIONS is None:  # no YAML front matter from <head>; nothing escaped (literal text intact)
-        _CONVERT_OPTIONS = html_to_markdown.ConversionOptions(extract_metadata=False, escape_asterisks=False,
-                                                              escape_underscores=False, escape_misc=False)
-    return html_to_markdown.convert(html, _CONVERT_OPTIONS).content
+    return html_to_markdown.convert(html).content
 
 
 def _collapse_blank_lines(text: str) -> str:
@@ -184,11 +184,14 @@ def html_to_text(body: str | None) -> str:
 def question_text(title: str | None, body: str | None) -> str:
     """What a user asks: title and body, as the seeds' CONCAT(title, body), cleaned."""
     title = normalise_whitespace(title or "").strip()
-    return f"{title}\n\n{html_to_text(body)}".strip()
+    text = html_to_text(body)
+    return f"{title}\n\n{text}" if title and text else title or text
 
 
 def _tokens(text: str) -> list[str]:
-    return _WORD.findall(unicodedata.normalize("NFKC", text).lower())
+    if not text.isascii():  # NFKC leaves ASCII as it is: skip it for most titles (this runs per row)
+        text = unicodedata.normalize("NFKC", text)
+    return _WORD.findall(text.lower())
 
 
 def title_key(title: str | None) -> str | None:
