@@ -170,8 +170,9 @@ class DataPrepSettings(_Section):
     bigquery_site_column: bool = Field(default=False, description="BigQuery tables carry a `site` column.")
     batch_rows: int = Field(default=2_000, gt=0, description="Rows per streamed record batch.")
     workers: int = Field(default=0, ge=0, description="Cleaning workers; 0 = one per CPU (threads: at most 4).")
-    clean_in: Literal["threads", "processes"] = Field(
-        default="threads", description="Threads (less memory, ~2x at most) or processes (scale with cores).")
+    clean_in: Literal["auto", "threads", "processes"] = Field(
+        default="auto", description="Threads (least memory; the GIL-held third of a row caps them below 2x), "
+        "processes (scale with cores, ~100-200 MB each) or auto: processes from 4 CPUs, threads below.")
     parquet_min_rows: int = Field(default=100_000, ge=0, description="Also write Parquet splits from this size.")
     duckdb_memory_limit: str = Field(default="600MB", description="DuckDB warehouse query memory (spills beyond).")
     duckdb_threads: int = Field(default=1, ge=0, description="Threads of each DuckDB connection (warehouse, "

@@ -300,9 +300,12 @@ def clean_to_parquet(batch: pa.RecordBatch, options: CleanOptions, path: str) ->
     """Clean one batch and write its examples to `path` (nothing when none survive); returns the counts only,
     so a worker hands back a few numbers, never the rows."""
     table, dropped, nulls = clean_batch(batch, options)
-    if table.num_rows:
+    kept = table.num_rows
+    if kept:
         pq.write_table(table, path, compression="lz4")
-    return table.num_rows, dropped, nulls
+    del table
+    pa.default_memory_pool().release_unused()  # hand the batch's buffers back: a worker stays near its import size
+    return kept, dropped, nulls
 
 
 def clean_ipc_to_parquet(task: tuple[bytes, dict[str, Any], str]) -> tuple[int, dict[str, int], dict[str, int]]:

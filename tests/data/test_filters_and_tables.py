@@ -183,3 +183,11 @@ def test_duplicate_ids_resolved_by_the_step_are_counted(tmp_path: Path) -> None:
     assert con.execute("SELECT count(*) FROM keep1").fetchall()[0][0] == 2  # exact duplicate "b" dropped
     assert con.execute("SELECT answer_id FROM examples").fetchall() == [(11,)]  # then one per id: lowest answer
     staging.close()
+
+
+def test_processes_are_chosen_where_they_pay() -> None:
+    from projects.data.prepare import uses_processes
+
+    assert not uses_processes("auto", cpus=2) and uses_processes("auto", cpus=4) and uses_processes("auto", cpus=16)
+    assert uses_processes("processes", cpus=2) and not uses_processes("threads", cpus=16)
+    assert load_settings().dataprep.clean_in == "auto"
