@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -61,6 +62,12 @@ class Prepared:
     stats: dict[str, Any]
     prompt: PinnedPrompt
     con: Any = field(repr=False)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase, for the `time:` line
+
+
+def time_line(seconds: dict[str, float]) -> str:
+    """`time: funnel 0.2 s, query + clean 8.1 s, ...`: where the step's wall time went."""
+    return "time: " + ", ".join(f"{phase} {value:.1f} s" for phase, value in seconds.items())
 
 
 @dataclass(frozen=True)
@@ -224,7 +231,9 @@ def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, sta
              log: Callable[[str], None], warn: Callable[[str], None], progress: Progress) -> Prepared:
     data, prep = settings.data, settings.dataprep
     params = query_params(settings)
+    started = time.perf_counter()
     funnel = _funnel(warehouse, params)
+    seconds = {"funnel": time.perf_counter() - started}
     for message in _duplicate_warnings(funnel):
         warn(message)
     expected = funnel.get("question_window_match") if funnel else None
@@ -241,6 +250,7 @@ def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, sta
         cleaned += kept
         dropped.update(batch_dropped)
         nulls.update(batch_nulls)
+    seconds["query + clean"] = time.perf_counter() - started - seconds["funnel"]
     log(f"query returned {rows_from_query:,} row(s); {cleaned:,} after cleaning")
     if cleaned == 0:
         lost = f"dropped by cleaning: {dict(dropped)}; " if dropped else ""
@@ -269,7 +279,8 @@ def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, sta
         "dropped": report["dropped"], "query": data.query, "params": params,
         "eval_percent": data.eval_percent, "test_percent": prep.test_percent,
     }
-    return Prepared(digest, splits, report, stats, prompt, con)
+    seconds["dedup + digest + report"] = time.perf_counter() - started - sum(seconds.values())
+    return Prepared(digest, splits, report, stats, prompt, con, seconds)
 
 
 def write_dataset(prepared: Prepared, output_dir: Path, parquet_min_rows: int,
@@ -389,12 +400,16 @@ def run_data_step(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt
             log(f"dataset {prepared.digest} unchanged: reusing run {previous.info.run_id}")
             uris = log_reuse(prepared, settings, previous)
             return Outcome(prepared.digest, prepared.splits, uris, None, previous.info.run_id)
+        started = time.perf_counter()
         directory, files = write_dataset(prepared, output_dir, settings.dataprep.parquet_min_rows)
+        prepared.seconds["write files"] = time.perf_counter() - started
         try:
             uris = log_dataset(prepared, settings, directory, files)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)  # the run fails; leave no orphan version on disk
             raise
+        prepared.seconds["log to MLflow"] = time.perf_counter() - started - prepared.seconds["write files"]
+        log(time_line(prepared.seconds))
         return Outcome(prepared.digest, prepared.splits, uris, directory)
     finally:
         if prepared is not None:
