@@ -171,8 +171,7 @@ class _NoProgress:
         pass
 
 
-# Columns of the funnel query that check the tables rather than count a filter.
-TABLE_CHECKS = ("duplicate_question_rows", "duplicate_answer_rows")
+# The funnel's filters in query order (its other columns check the tables: duplicate ids, undated answers).
 FUNNEL_LABELS = {
     "questions": "questions", "with_accepted_answer_id": "with an accepted answer id",
     "accepted_answer_present": "accepted answer present", "tag_match": "tag matches",
@@ -190,7 +189,8 @@ def _funnel(warehouse: Warehouse, params: dict[str, Any]) -> dict[str, int] | No
 
 
 def funnel_line(funnel: dict[str, int] | None, params: dict[str, Any]) -> str:
-    """`questions 2,921 -> with an accepted answer id 1,134 -> ... (undated answers: 5)`: where rows were lost."""
+    """`questions 2,921 -> with an accepted answer id 1,134 -> ... (answers without a date: 5, ...)`: where the
+    rows were lost, for the error when nothing survives."""
     if not funnel:
         return "funnel not available"
     steps = " -> ".join(f"{label} {funnel[key]:,}" for key, label in FUNNEL_LABELS.items() if key in funnel)
