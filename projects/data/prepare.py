@@ -49,6 +49,7 @@ STATS_FILE = "stats.json"
 REPORT_FILE = "validation_report.json"
 ARTIFACT_DIR = "datasets"
 FUNNEL_QUERY = "qa_funnel"
+DUPLICATES_QUERY = "table_duplicates"
 _SENTINEL = "\x00QUESTION\x00"
 
 
@@ -200,13 +201,28 @@ def funnel_line(funnel: dict[str, int] | None, params: dict[str, Any]) -> str:
     return steps
 
 
-def _duplicate_warnings(funnel: dict[str, int] | None) -> list[str]:
-    if not funnel:
-        return []
-    tables = {"duplicate_question_rows": "posts_questions", "duplicate_answer_rows": "posts_answers"}
-    return [f"warehouse table {table} has {funnel[key]:,} row(s) whose (site, id) occurs more than once; "
-            "kept one example per question id (exact duplicates: the lowest id; otherwise the lowest answer id)"
-            for key, table in tables.items() if funnel.get(key)]
+def duplicates(con: Any, warehouse: Warehouse, params: dict[str, Any]) -> dict[str, int]:
+    """Rows of the query result that repeat a question id, and - only then, it costs a scan per table - the
+    duplicate (site, id) rows of each table that explain them. {} when nothing repeats."""
+    repeated = con.execute("SELECT count(*) - count(DISTINCT id) FROM clean").fetchall()[0][0]
+    if not repeated:
+        return {}
+    found = {"repeated_question_ids": int(repeated)}
+    try:
+        rows = warehouse.query(load_query(DUPLICATES_QUERY), params).to_pylist()
+    except DataError:  # a report, not a gate
+        return found
+    return {**found, **{table: int(count or 0) for table, count in rows[0].items()}} if rows else found
+
+
+def duplicate_warnings(found: dict[str, int]) -> list[str]:
+    """One line per table with duplicate ids; what the step did about them."""
+    kept = "kept one example per question id (exact duplicates: the lowest id; otherwise the lowest answer id)"
+    lines = [f"warehouse table {table} has {found[table]:,} row(s) whose (site, id) occurs more than once; {kept}"
+             for table in ("posts_questions", "posts_answers") if found.get(table)]
+    if found and not lines:
+        lines = [f"{found['repeated_question_ids']:,} row(s) of the query result repeat a question id; {kept}"]
+    return lines
 
 
 def _template_parts(prompt: PinnedPrompt) -> list[str]:
@@ -234,8 +250,6 @@ def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, sta
     started = time.perf_counter()
     funnel = _funnel(warehouse, params)
     seconds = {"funnel": time.perf_counter() - started}
-    for message in _duplicate_warnings(funnel):
-        warn(message)
     expected = funnel.get("question_window_match") if funnel else None
     progress.start(min(expected, data.limit) if expected is not None else None)
     rows_from_query, cleaned = 0, 0
@@ -267,13 +281,15 @@ def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, sta
     after_exact = con.execute("SELECT count(*) FROM keep1").fetchall()[0][0]
     dropped["exact_duplicate"] = cleaned - after_exact
     dropped["duplicate_id"] = after_exact - sum(splits.values())  # same question id, different text: one kept
-    if dropped["duplicate_id"] and not _duplicate_warnings(funnel):
-        warn(f"{dropped['duplicate_id']:,} example(s) shared a question id with another; kept the lowest answer id")
+    repeated = duplicates(con, warehouse, params)
+    for message in duplicate_warnings(repeated):
+        warn(message)
     if not splits["train"] or not splits["eval"]:
         raise DataError(f"split left an empty side (train={splits['train']}, eval={splits['eval']}); add data")
     digest = streamed_digest(con, "examples")
     report = build_report(con, "examples", funnel=funnel, rows_from_query=rows_from_query, cleaned=cleaned,
-                          dropped=dict(sorted(dropped.items())), nulls=dict(sorted(nulls.items())), splits=splits)
+                          dropped=dict(sorted(dropped.items())), nulls=dict(sorted(nulls.items())), splits=splits,
+                          duplicates=repeated)
     stats = {
         "rows_from_query": rows_from_query, "examples": sum(splits.values()), **splits,
         "dropped": report["dropped"], "query": data.query, "params": params,

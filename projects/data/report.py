@@ -56,13 +56,15 @@ def leakage(con: Any, table: str) -> dict[str, Any]:
 
 def build_report(con: Any, table: str, *, funnel: dict[str, int] | None, rows_from_query: int,
                  cleaned: int, dropped: dict[str, int], nulls: dict[str, int],
-                 splits: dict[str, int]) -> dict[str, Any]:
+                 splits: dict[str, int], duplicates: dict[str, int] | None = None) -> dict[str, Any]:
     examples = sum(splits.values())
     return {
         "funnel": funnel,
         "rows": {"from_query": rows_from_query, "after_cleaning": cleaned, "after_dedup": examples, **splits},
         "dropped": dropped,
         "nulls_in_query_result": nulls,
+        # rows repeating a question id, and the duplicate (site, id) rows per table behind them ({}: none)
+        "duplicates": duplicates or {},
         "lengths": {"question_chars": length_stats(con, table, "question"),
                     "answer_chars": length_stats(con, table, "answer")},
         "near_duplicates": near_duplicate_stats(con, table),

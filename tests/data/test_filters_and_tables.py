@@ -106,6 +106,8 @@ def test_tables_take_globs_and_lists_of_files(shared_data: Path, tmp_path: Path)
     by_glob = DuckDBWarehouse({QUESTIONS: str(tmp_path / "questions-*.parquet"), ANSWERS: [str(p) for p in answers]})
     assert _count(by_glob) == _count(whole) > 100
     assert _funnel(by_glob) == _funnel(whole)
+    assert whole.query(load_query("table_duplicates"), _params()).to_pylist() == [
+        {"posts_questions": 0, "posts_answers": 0}]
     # the settings keep globs and lists, absolute
     (tmp_path / "llmops.yaml").write_text(
         f"warehouse:\n  tables:\n    {QUESTIONS}: questions-*.parquet\n    {ANSWERS}: [{answers[0].name}, "
@@ -140,7 +142,7 @@ def test_duplicate_ids_are_counted_and_announced(tracking_uri: str, sample_dir: 
             "once; kept one example per question id") in err
     (version,) = (tmp_path / "out").iterdir()
     report = json.loads((version / "validation_report.json").read_text())
-    assert report["funnel"]["duplicate_question_rows"] == questions and report["funnel"]["duplicate_answer_rows"] == 0
+    assert report["duplicates"] == {"repeated_question_ids": 3 * 112, "posts_questions": questions, "posts_answers": 0}
     assert report["rows"]["after_dedup"] == 112  # as from one copy (the hand-checked sample rows)
     assert report["rows"]["from_query"] == 4 * 112  # the pairs and the body join each see both copies
     rows = [json.loads(line) for s in ("train", "eval") for line in (version / f"{s}.jsonl").read_text().splitlines()]

@@ -1,7 +1,5 @@
 -- How many questions survive each filter of qa_pairs.sql (same parameters): the validation report's funnel, and
 -- the message when nothing survives. Reads only id, tag and date columns, so it scans a small fraction of the bytes
--- of qa_pairs. The last two columns are table checks, not filters: rows whose (site, id) occurs more than once
--- (e.g. the same dump imported twice), which the step resolves by keeping one example per question id.
 SELECT
   COUNT(*) AS questions,
   COUNTIF(q.accepted_answer_id IS NOT NULL) AS with_accepted_answer_id,
@@ -14,11 +12,7 @@ SELECT
   COUNTIF(a.id IS NOT NULL AND REGEXP_CONTAINS(IFNULL(q.tags, ''), @tag_pattern)
           AND (@answer_date_cutoff IS NULL OR a.creation_date >= TIMESTAMP(@answer_date_cutoff))
           AND (@question_date_from IS NULL OR q.creation_date >= TIMESTAMP(@question_date_from))
-          AND (@question_date_to IS NULL OR q.creation_date < TIMESTAMP(@question_date_to))) AS question_window_match,
-  (SELECT IFNULL(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM `bigquery-public-data.stackoverflow.posts_questions` AS d
-                                     GROUP BY d.site, d.id HAVING COUNT(*) > 1)) AS duplicate_question_rows,
-  (SELECT IFNULL(SUM(n - 1), 0) FROM (SELECT COUNT(*) AS n FROM `bigquery-public-data.stackoverflow.posts_answers` AS d
-                                     GROUP BY d.site, d.id HAVING COUNT(*) > 1)) AS duplicate_answer_rows
+          AND (@question_date_to IS NULL OR q.creation_date < TIMESTAMP(@question_date_to))) AS question_window_match
 FROM `bigquery-public-data.stackoverflow.posts_questions` AS q
 LEFT JOIN `bigquery-public-data.stackoverflow.posts_answers` AS a
   ON a.site = q.site AND a.id = q.accepted_answer_id
