@@ -91,7 +91,18 @@ PANDAS_CLEANING_SCRIPT = PANDAS_SCRIPT.replace(
 )
 
 
+REPEAT = 1  # set from --repeat
+
+
 def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str, float]:
+    """The fastest of REPEAT runs (a shared machine's other load only ever slows a run down), with the highest peak
+    RSS seen over all of them: (wall s, peak RSS MiB, return code, stdout, CPU s)."""
+    runs = [_measure_once(cmd, env) for _ in range(REPEAT)]
+    best = min(runs, key=lambda run: (run[2] != 0, run[0]))
+    return best[0], max(run[1] for run in runs), best[2], best[3], best[4]
+
+
+def _measure_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str, float]:
     """(wall s, peak RSS MiB of the process tree, return code, stdout, CPU s of the tree)."""
     import resource
 
@@ -213,7 +224,11 @@ def main() -> None:
                              "the ratios are computed against (on by default)")
     parser.add_argument("--clean-in", default="threads",
                         help="comma-separated cleaning modes to run: threads, processes (dataprep.clean_in)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each approach N times, keep the fastest wall time and the highest peak memory")
     args = parser.parse_args()
+    global REPEAT
+    REPEAT = max(1, args.repeat)
     modes = args.clean_in.split(",")
     if not set(modes) <= {"threads", "processes"}:
         parser.error(f"unknown --clean-in {args.clean_in!r}; choose from threads, processes")
