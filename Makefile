@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Every step is a new Python process: let it reuse compiled bytecode.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup setup-all demo test lint ui clean
+.PHONY: help setup setup-all demo test test-fast lint ui clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -32,10 +32,16 @@ demo: setup  ## run the whole loop on the embedded defaults, then answer a quest
 	$(BIN)/llmops serve predict --model models:/so-qa-assistant@staging --question "$(QUESTION)"
 	@echo "--- open the MLflow UI: $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000"
 
-test: setup-all  ## run the test suite
-	$(BIN)/python -m pytest -q
+test: setup-all  ## run the test suite (the 15 slowest tests listed at the end)
+	$(BIN)/python -m pytest -q --durations=15
 
-lint:  ## static checks
+test-fast: setup-all  ## the test suite without the end-to-end loops (marker e2e)
+	$(BIN)/python -m pytest -q -m "not e2e" --durations=15
+
+$(BIN)/ruff: $(BIN)/python
+	$(BIN)/pip install -q -c requirements.lock -e ".[dev]"
+
+lint: $(BIN)/ruff  ## static checks
 	$(BIN)/ruff check --select F,E9,B,I --ignore I001 llmops projects prompts backends evaluation registry serving tests benchmarks
 
 ui:  ## start the MLflow UI on the local store

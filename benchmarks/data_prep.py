@@ -8,7 +8,9 @@ For each size it generates `posts_questions.parquet` / `posts_answers.parquet` (
 tags, ~85% accepted, answer dates 2008-2024), then runs, each in its own subprocess so peak memory is measured
 apart: the full step (`llmops data prepare`: query, clean, dedup, template, split, JSONL + Vertex JSONL
 (+ Parquet), MLflow logging) and the naive approach (read all into pandas, merge, `str.contains`,
-`train_test_split`, `to_json`). Peak RSS is the sum over the process tree, sampled every 50 ms.
+`train_test_split`, `to_json`). Peak RSS is the sum over the process tree, sampled every 50 ms. The ratios are against "pandas + cleaning", the
+naive flow doing the step's HTML routing, conversion and exact dedup (the fair baseline). After the table, the
+step's own `time:` line says where its wall time went.
 Prints a table; no assertion - this is a measurement, not a test.
 """
 
@@ -76,8 +78,8 @@ test.to_json(f"{out}/eval.jsonl", orient="records", lines=True)
 print(json.dumps({"examples": len(m)}))
 """
 
-# The same naive pandas flow doing the cleaning the step does (same converter, one process, `.apply` style):
-# not the issue's baseline, a reference for how much of the step's time is that work rather than overhead.
+# The same naive pandas flow doing the cleaning the step does (same routing and converter, one process,
+# `.apply` style): the fair baseline - it does the work the step does, minus keys, splits and MLflow.
 PANDAS_CLEANING_SCRIPT = PANDAS_SCRIPT.replace(
     'm["input_text"] = instruction + "\\n\\nQuestion:\\n" + m["title"] + "\\n\\n" + m["body_q"]\n'
     'm["output_text"] = m["body_a"]\n',
@@ -89,7 +91,18 @@ PANDAS_CLEANING_SCRIPT = PANDAS_SCRIPT.replace(
 )
 
 
+REPEAT = 1  # set from --repeat
+
+
 def measure(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str, float]:
+    """The fastest of REPEAT runs (a shared machine's other load only ever slows a run down), with the highest peak
+    RSS seen over all of them: (wall s, peak RSS MiB, return code, stdout, CPU s)."""
+    runs = [_measure_once(cmd, env) for _ in range(REPEAT)]
+    best = min(runs, key=lambda run: (run[2] != 0, run[0]))
+    return best[0], max(run[1] for run in runs), best[2], best[3], best[4]
+
+
+def _measure_once(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int, str, float]:
     """(wall s, peak RSS MiB of the process tree, return code, stdout, CPU s of the tree)."""
     import resource
 
@@ -154,8 +167,9 @@ def run_size(label: str, n: int, work: Path, skip_pandas: bool, clean_in: list[s
                                                 {**env, "LLMOPS_DATAPREP__CLEAN_IN": mode})
         examples = sum(int(part.split()[0]) for line in stdout.splitlines() if line.startswith("dataset ")
                        for part in line.split(": ", 1)[1].split(" -> ")[0].split(" / "))
+        phases = next((line.removeprefix("time: ") for line in stdout.splitlines() if line.startswith("time: ")), "")
         rows.append({"size": label, "approach": f"llmops ({mode})", "wall_s": wall, "rows_s": n / wall,
-                     "peak_mib": peak, "examples": examples, "ok": code == 0, "cpu_s": cpu})
+                     "peak_mib": peak, "examples": examples, "ok": code == 0, "cpu_s": cpu, "phases": phases})
     if not skip_pandas:
         pout = work / f"pandas-{label}"
         shutil.rmtree(pout, ignore_errors=True)
@@ -177,19 +191,26 @@ def run_size(label: str, n: int, work: Path, skip_pandas: bool, clean_in: list[s
 
 def print_table(rows: list[dict]) -> None:
     print(f"{'size':>5} | {'approach':<20} | {'wall s':>8} | {'CPU s':>7} | {'questions/s':>12} | "
-          f"{'peak RSS MiB':>12} | {'examples':>9} | {'vs pandas (wall, memory)':>26}")
+          f"{'peak RSS MiB':>12} | {'examples':>9} | {'vs pandas+cleaning':>26}")
     print("-" * 124)
     by_size: dict[str, dict[str, dict]] = {}
     for row in rows:
         by_size.setdefault(row["size"], {})[row["approach"]] = row
     for row in rows:
-        base = by_size[row["size"]].get("naive pandas")
+        # the fair baseline does the same cleaning; naive pandas when that row was not run
+        base = by_size[row["size"]].get("pandas + cleaning") or by_size[row["size"]].get("naive pandas")
         versus = ""
-        if base and row["approach"] != "naive pandas" and base["ok"] and row["ok"]:
-            versus = f"{base['wall_s'] / row['wall_s']:.1f}x faster, {row['peak_mib'] / base['peak_mib']:.2f}x mem"
+        if base and row["approach"] != base["approach"] and base["ok"] and row["ok"]:
+            versus = f"{base['wall_s'] / row['wall_s']:.2f}x speed, {row['peak_mib'] / base['peak_mib']:.3f}x mem"
         status = "" if row["ok"] else " FAILED"
         print(f"{row['size']:>5} | {row['approach']:<20} | {row['wall_s']:8.1f} | {row['cpu_s']:7.1f} | "
               f"{row['rows_s']:12,.0f} | {row['peak_mib']:12,.0f} | {row['examples']:9,} | {versus:>26}{status}")
+    print("\nwhere the step's time goes (its own `time:` line; the rest of the wall time is start-up: imports, "
+          "settings, MLflow run and prompt sync):")
+    for row in rows:
+        if row.get("phases"):
+            accounted = sum(float(part.rsplit(" ", 2)[1]) for part in row["phases"].split(", "))
+            print(f"  {row['size']:>4} {row['approach']:<20} start-up {row['wall_s'] - accounted:.1f} s, {row['phases']}")
 
 
 def main() -> None:
@@ -198,11 +219,16 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "llmops-bench")
     parser.add_argument("--skip-pandas", action="store_true", help="only the llmops step (e.g. at 10M)")
     parser.add_argument("--keep-data", action="store_true", help="keep generated tables for the next run")
-    parser.add_argument("--pandas-with-cleaning", action="store_true",
-                        help="also run the naive pandas flow with the step's HTML cleaning and dedup (a reference)")
+    parser.add_argument("--pandas-with-cleaning", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the naive pandas flow with the step's cleaning and dedup: the fair baseline "
+                             "the ratios are computed against (on by default)")
     parser.add_argument("--clean-in", default="threads",
                         help="comma-separated cleaning modes to run: threads, processes (dataprep.clean_in)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run each approach N times, keep the fastest wall time and the highest peak memory")
     args = parser.parse_args()
+    global REPEAT
+    REPEAT = max(1, args.repeat)
     modes = args.clean_in.split(",")
     if not set(modes) <= {"threads", "processes"}:
         parser.error(f"unknown --clean-in {args.clean_in!r}; choose from threads, processes")

@@ -92,7 +92,7 @@ class Lineage(_Strict):
     query_sha256: str
     params: dict[str, Any]
     engine: str
-    tables: dict[str, str]
+    tables: dict[str, str | list[str]]  # as configured (paths, globs): new files under a glob continue a lineage
     prompt_name: str
     eval_percent: int
     test_percent: int

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from types import UnionType
 from typing import Any, Literal
 
 import yaml
@@ -18,6 +20,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from llmops.errors import ConfigError
@@ -64,9 +67,10 @@ class MlflowSettings(_Section):
 
 class WarehouseSettings(_Section):
     engine: Literal["duckdb", "bigquery"] = "duckdb"
-    tables: dict[str, str] = Field(
+    tables: dict[str, str | list[str]] = Field(
         default_factory=_default_tables,
-        description="BigQuery table name -> local Parquet/CSV/JSONL file (DuckDB engine only).",
+        description="BigQuery table name -> local Parquet/CSV/JSONL file, glob or list of them (DuckDB engine "
+                    "only; several files are read as one table, e.g. several imported site dumps).",
     )
     project: str | None = Field(default=None, description="GCP project billed for BigQuery jobs.")
     location: str | None = None
@@ -74,14 +78,45 @@ class WarehouseSettings(_Section):
 
     @field_validator("tables")
     @classmethod
-    def _absolute_paths(cls, value: dict[str, str]) -> dict[str, str]:
-        return {name: str(Path(path).expanduser().resolve()) for name, path in value.items()}
+    def _absolute_paths(cls, value: dict[str, str | list[str]]) -> dict[str, str | list[str]]:
+        def absolute(path: str) -> str:
+            return str(Path(path).expanduser().resolve())
+
+        resolved: dict[str, str | list[str]] = {}
+        for name, paths in value.items():
+            if isinstance(paths, list):
+                if not paths:
+                    raise ValueError(f"table {name}: empty list of files")
+                resolved[name] = [absolute(path) for path in paths]
+            else:
+                resolved[name] = absolute(paths)
+        return resolved
+
+    def table_files(self, name: str) -> list[Path]:
+        """The files behind a mapped table: globs expanded (sorted, so the order is stable), plain paths as given
+        (existing or not: the warehouse names a missing one); each file once."""
+        return table_files(self.tables[name])
+
+
+def table_files(paths: str | list[str]) -> list[Path]:
+    """`warehouse.tables` value -> files: globs expanded and sorted, plain paths kept, duplicates dropped."""
+    import glob
+
+    files: list[Path] = []
+    for pattern in [paths] if isinstance(paths, str) else paths:
+        if glob.has_magic(pattern):
+            files.extend(Path(match) for match in sorted(glob.glob(pattern, recursive=True)))
+        else:
+            files.append(Path(pattern))
+    return list(dict.fromkeys(files))
 
 
 class DataSettings(_Section):
     query: str = "qa_pairs"
     tag_pattern: str = "python"
-    answer_date_cutoff: str = "2020-01-01"
+    answer_date_cutoff: str | None = Field(
+        default="2020-01-01", description="Keep accepted answers created on/after (YYYY-MM-DD); none = no cutoff, "
+        "answers without a date kept too.")
     limit: int = Field(default=1_000_000, gt=0)
     eval_percent: int = Field(default=20, ge=1, le=99)
     output_dir: str = "outputs/datasets"
@@ -91,17 +126,20 @@ class DataSettings(_Section):
     def _absolute_dir(cls, value: str) -> str:
         return str(Path(value).expanduser().resolve())
 
-    @field_validator("answer_date_cutoff")
+    @field_validator("answer_date_cutoff", mode="before")
     @classmethod
-    def _iso_date(cls, value: str) -> str:
+    def _iso_date(cls, value: Any) -> str | None:
         from datetime import date
 
+        if value is None or (isinstance(value, str) and value.strip().lower() == "none"):
+            return None
+        if not isinstance(value, str):
+            value = str(value)  # YAML reads an unquoted 2020-01-01 as a date
         try:
             date.fromisoformat(value)
         except ValueError as exc:
-            raise ValueError(f"expected a date as YYYY-MM-DD, got {value!r}") from exc
+            raise ValueError(f"expected a date as YYYY-MM-DD or none, got {value!r}") from exc
         return value
-
 
 
 def _iso_date_or_none(value: str | None) -> str | None:
@@ -132,8 +170,9 @@ class DataPrepSettings(_Section):
     bigquery_site_column: bool = Field(default=False, description="BigQuery tables carry a `site` column.")
     batch_rows: int = Field(default=2_000, gt=0, description="Rows per streamed record batch.")
     workers: int = Field(default=0, ge=0, description="Cleaning workers; 0 = one per CPU (threads: at most 4).")
-    clean_in: Literal["threads", "processes"] = Field(
-        default="threads", description="Threads (less memory, ~2x at most) or processes (scale with cores).")
+    clean_in: Literal["auto", "threads", "processes"] = Field(
+        default="auto", description="Threads (least memory; the GIL-held third of a row caps them below 2x), "
+        "processes (scale with cores, ~100-200 MB each) or auto: processes from 4 CPUs, threads below.")
     parquet_min_rows: int = Field(default=100_000, ge=0, description="Also write Parquet splits from this size.")
     duckdb_memory_limit: str = Field(default="600MB", description="DuckDB warehouse query memory (spills beyond).")
     duckdb_threads: int = Field(default=1, ge=0, description="Threads of each DuckDB connection (warehouse, "
@@ -417,8 +456,82 @@ def overrides_from_flags(**dotted: Any) -> dict[str, Any]:
     return nested
 
 
+ENV_PREFIX = "LLMOPS_"
+# LLMOPS_* variables that are not settings.
+NON_SETTING_VARIABLES = frozenset({"LLMOPS_CONFIG"})
+
+
+def _model_of(annotation: Any) -> tuple[str, Any]:
+    """('model', cls) for a settings section, ('dict', value annotation) for a mapping, ('leaf', None) else."""
+    import typing
+
+    candidates = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, UnionType) else (
+        annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return "model", candidate
+        if typing.get_origin(candidate) is dict:
+            return "dict", typing.get_args(candidate)[1]
+    return "leaf", None
+
+
+def _setting_path_error(parts: list[str]) -> str | None:
+    """Why `parts` (lower-cased segments of an LLMOPS_A__B__C variable) names no setting; None when it does."""
+    import difflib
+
+    model: Any = Settings
+    path: list[str] = []
+    index = 0
+    while index < len(parts):
+        part = parts[index]
+        fields = model.model_fields
+        if part not in fields:
+            where = ".".join(path) or "settings"
+            close = difflib.get_close_matches(part, list(fields), n=1)
+            suggestion = "__".join([*path, close[0], *parts[index + 1:]]).upper() if close else ""
+            hint = f"; did you mean {ENV_PREFIX}{suggestion}?" if close else ""
+            kind = "section" if not path else "key"
+            return f"unknown {kind} {part!r} in {where} (known: {', '.join(fields)}){hint}"
+        path.append(part)
+        kind, inner = _model_of(fields[part].annotation)
+        index += 1
+        if kind == "dict" and index < len(parts):  # a free key (a table or price name), then its value's fields
+            path.append(parts[index])
+            index += 1
+            kind, inner = _model_of(inner)
+        if kind == "leaf" and index < len(parts):
+            return f"{'.'.join(path)} is a value, not a section"
+        model = inner
+    return None
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """An `LLMOPS_*` variable must name a setting: a misspelled section or key is an error, not silently ignored
+    (pydantic-settings skips variables it does not know)."""
+    import difflib
+
+    environ = os.environ if environ is None else environ
+    sections = list(Settings.model_fields)
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in NON_SETTING_VARIABLES:
+            continue
+        rest = upper.removeprefix(ENV_PREFIX).lower()
+        if "__" in rest:
+            problem = _setting_path_error([part for part in rest.split("__")])
+        elif rest not in sections and difflib.get_close_matches(rest, sections, n=1, cutoff=0.75):
+            problem = f"unknown section {rest!r} (did you mean {ENV_PREFIX}" \
+                      f"{difflib.get_close_matches(rest, sections, n=1, cutoff=0.75)[0].upper()}?)"
+        else:  # a whole section as JSON (LLMOPS_DATA='{...}'), or some other tool's LLMOPS_ variable
+            problem = None
+        if problem:
+            raise ConfigError(f"environment variable {name} names no setting: {problem}")
+
+
 def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> Settings:
-    """Build the settings once; a bad value raises ConfigError naming the key and the problem."""
+    """Build the settings once; a bad value or an `LLMOPS_*` variable that names no setting raises ConfigError
+    naming the key and the problem."""
+    check_environment()
     previous = os.environ.get("LLMOPS_CONFIG")
     if config_file is not None:
         os.environ["LLMOPS_CONFIG"] = str(config_file)
@@ -428,6 +541,9 @@ def load_settings(overrides: dict[str, Any] | None = None, config_file: str | Pa
             # init kwargs replace whole sections in pydantic-settings; merge so a flag changes one key only.
             settings = Settings(**_deep_merge(settings.model_dump(), overrides))
         return settings
+    except SettingsError as exc:  # e.g. LLMOPS_DATA=x: a section must be JSON
+        raise ConfigError(f"invalid settings: {exc} ({exc.__cause__})" if exc.__cause__ else
+                          f"invalid settings: {exc}") from exc
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "settings"

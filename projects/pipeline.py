@@ -42,9 +42,10 @@ def warehouse_fingerprint(settings: Settings) -> str | None:
     if settings.warehouse.engine != "duckdb":
         return None
     parts = []
-    for name, path in sorted(settings.warehouse.tables.items()):
-        stat = Path(path).stat() if Path(path).exists() else None
-        parts.append(f"{name}={path}:{stat and stat.st_size}:{stat and stat.st_mtime_ns}")
+    for name in sorted(settings.warehouse.tables):
+        for path in settings.warehouse.table_files(name):  # globs expanded: a new file matched changes it
+            stat = path.stat() if path.exists() else None
+            parts.append(f"{name}={path}:{stat and stat.st_size}:{stat and stat.st_mtime_ns}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from llmops.cli_support import TrackingUri, echo, start
+from llmops.cli_support import TrackingUri, echo, setting_option, start
+from llmops.errors import NotFoundError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -13,18 +14,28 @@ app = typer.Typer(no_args_is_help=True)
 def sync_command(
     name: str = typer.Option(None, help="Template name (default: every file in the templates directory)."),
     message: str = typer.Option(None, help="Commit message for new versions."),
+    templates_dir: str = setting_option("prompt.templates_dir", "Folder of <name>.yaml prompt templates."),
     tracking_uri: str = TrackingUri,
 ) -> None:
     """Register each template whose content changed since the newest registry version."""
     from pathlib import Path
 
+    from llmops.cli_support import settings_for
     from prompts.registry import sync_prompt
     from prompts.template import load_template, load_template_file
 
-    settings = start(**{"mlflow.tracking_uri": tracking_uri})
-    directory = Path(settings.prompt.templates_dir)
-    templates = ([load_template(name, directory)] if name
-                 else [load_template_file(p) for p in sorted(directory.glob("*.yaml"))])
+    flags = {"mlflow.tracking_uri": tracking_uri, "prompt.templates_dir": templates_dir}
+    directory = Path(settings_for(**flags).prompt.templates_dir)
+    if not directory.is_dir():  # checked before the store is touched: a typo must not create one
+        raise NotFoundError(f"prompt templates folder not found: {directory} (prompt.templates_dir)")
+    files = [directory / f"{name}.yaml"] if name else sorted(directory.glob("*.yaml"))
+    if not files:
+        raise NotFoundError(f"no prompt templates (*.yaml) in {directory}")
+    if name and not files[0].is_file():
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml"))) or "none"
+        raise NotFoundError(f"prompt template {name!r} not found in {directory} (known: {known})")
+    templates = [load_template(name, directory)] if name else [load_template_file(p) for p in files]
+    start(**flags)
     for template in templates:  # all files parse before anything is registered
         pinned, created = sync_prompt(template, message)
         echo(f"{pinned.uri} {'created' if created else 'unchanged'} (instruction {pinned.instruction_hash})")
@@ -36,7 +47,7 @@ def show_command(uri: str = typer.Argument(..., help="prompts:/NAME/VERSION or p
     """Print a registered prompt version's template."""
     from prompts.registry import load_pinned
 
-    start(**{"mlflow.tracking_uri": tracking_uri})
+    start("read", **{"mlflow.tracking_uri": tracking_uri})
     pinned = load_pinned(uri)
     echo(f"{pinned.uri} (instruction {pinned.instruction_hash})\n{pinned.template}")
 
@@ -49,7 +60,7 @@ def alias_command(name: str = typer.Argument(..., help="Prompt name."),
     """Point prompts:/NAME@ALIAS at VERSION (the chain picks it up via `chain.prompt_uri`)."""
     from prompts.registry import set_alias
 
-    start(**{"mlflow.tracking_uri": tracking_uri})
+    start("read", **{"mlflow.tracking_uri": tracking_uri})  # the prompt must exist: so must the store
     pinned = set_alias(name, version, alias)
     echo(f"prompts:/{name}@{alias} -> {pinned.uri} (instruction {pinned.instruction_hash})")
 
@@ -62,6 +73,6 @@ def diff_command(name: str = typer.Argument(..., help="Prompt name."),
     """Show a unified diff of two versions' templates and llmops tags."""
     from prompts.registry import diff_versions
 
-    start(**{"mlflow.tracking_uri": tracking_uri})
+    start("read", **{"mlflow.tracking_uri": tracking_uri})
     text = diff_versions(name, v1, v2)
     echo(text or f"prompts:/{name}/{v1} and /{v2} are identical")

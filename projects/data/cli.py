@@ -7,22 +7,27 @@ from typing import Annotated
 
 import typer
 
-from llmops.cli_support import TrackingUri, echo, start
+from llmops.cli_support import Quiet, TrackingUri, echo, row_progress, setting_option, start, warn
 
 data_app = typer.Typer(no_args_is_help=True)
 
 
 @data_app.command("prepare")
 def prepare_command(
-    tag_pattern: str = typer.Option(None, help="Regex over the question's `a|b` tags ('.*' for all)."),
-    answer_date_cutoff: str = typer.Option(None, help="Keep accepted answers created on or after this date (YYYY-MM-DD)."),
-    limit: str = typer.Option(None, help="Maximum question/answer pairs."),
-    eval_percent: str = typer.Option(None, help="Percent of questions in the eval split (1-99)."),
-    test_percent: str = typer.Option(None, help="Percent of questions in an optional test split (0-50)."),
-    question_date_from: str = typer.Option(None, help="Keep questions created on or after (YYYY-MM-DD)."),
-    question_date_to: str = typer.Option(None, help="Keep questions created before (YYYY-MM-DD)."),
-    output_dir: Annotated[Path | None, typer.Option(help="Where dataset versions are written.")] = None,
+    tag_pattern: str = setting_option("data.tag_pattern", "Regex over the question's `a|b` tags ('.*' for all)."),
+    answer_date_cutoff: str = setting_option(
+        "data.answer_date_cutoff", "Keep accepted answers created on or after this date (YYYY-MM-DD); 'none' keeps "
+        "every answer, undated ones included."),
+    limit: str = setting_option("data.limit", "Maximum question/answer pairs."),
+    eval_percent: str = setting_option("data.eval_percent", "Percent of questions in the eval split (1-99)."),
+    test_percent: str = setting_option("dataprep.test_percent", "Percent of questions in an optional test split "
+                                       "(0-50)."),
+    question_date_from: str = setting_option("dataprep.question_date_from",
+                                             "Keep questions created on or after (YYYY-MM-DD)."),
+    question_date_to: str = setting_option("dataprep.question_date_to", "Keep questions created before (YYYY-MM-DD)."),
+    output_dir: str = setting_option("data.output_dir", "Where dataset versions are written."),
     tracking_uri: str = TrackingUri,
+    quiet: bool = Quiet,
 ) -> None:
     """Query the warehouse, clean, apply the instruction template, split and log a versioned dataset."""
     import mlflow
@@ -34,15 +39,15 @@ def prepare_command(
 
     settings = start(**{
         "data.tag_pattern": tag_pattern, "data.answer_date_cutoff": answer_date_cutoff, "data.limit": limit,
-        "data.eval_percent": eval_percent, "data.output_dir": output_dir and str(output_dir),
+        "data.eval_percent": eval_percent, "data.output_dir": output_dir,
         "dataprep.test_percent": test_percent, "dataprep.question_date_from": question_date_from,
         "dataprep.question_date_to": question_date_to, "mlflow.tracking_uri": tracking_uri,
     })
     template = load_template(settings.prompt.name, settings.prompt.templates_dir)
     warehouse = open_warehouse(settings)  # table/credential problems fail before any run exists
-    with mlflow.start_run(run_name="prepare_data"):
+    with mlflow.start_run(run_name="prepare_data"), row_progress("query + clean (rows)", quiet) as progress:
         prompt, _ = sync_prompt(template)
-        outcome = run_data_step(settings, warehouse, prompt, log=echo)
+        outcome = run_data_step(settings, warehouse, prompt, log=echo, warn=warn, progress=progress)
     sizes = " / ".join(f"{n} {split}" for split, n in outcome.splits.items())
     where = f"reused run {outcome.reused_from}" if outcome.reused_from else str(outcome.directory)
     echo(f"dataset {outcome.digest}: {sizes} -> {where}")

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import pyarrow as pa
@@ -49,6 +50,7 @@ STATS_FILE = "stats.json"
 REPORT_FILE = "validation_report.json"
 ARTIFACT_DIR = "datasets"
 FUNNEL_QUERY = "qa_funnel"
+DUPLICATES_QUERY = "table_duplicates"
 _SENTINEL = "\x00QUESTION\x00"
 
 
@@ -64,6 +66,12 @@ class Prepared:
     stats: dict[str, Any]
     prompt: PinnedPrompt
     con: Any = field(repr=False)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase, for the `time:` line
+
+
+def time_line(seconds: dict[str, float]) -> str:
+    """`time: funnel 0.2 s, query + clean 8.1 s, ...`: where the step's wall time went."""
+    return "time: " + ", ".join(f"{phase} {value:.1f} s" for phase, value in seconds.items())
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,18 @@ def check_writable(output_dir: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise DataError(f"output directory {output_dir} is not writable: {exc.strerror or exc}") from exc
+
+
+AUTO_PROCESSES_FROM_CPUS = 4
+
+
+def uses_processes(clean_in: str, cpus: int | None = None) -> bool:
+    """`auto`: processes where they pay. On 2 CPUs two worker processes beat two threads by ~1.4x but add ~200 MB
+    each to the step's ~750 MB; from 4 CPUs threads stop gaining (the GIL-held third of a row) while processes
+    keep scaling."""
+    if clean_in != "auto":
+        return clean_in == "processes"
+    return (cpus or os.cpu_count() or 1) >= AUTO_PROCESSES_FROM_CPUS
 
 
 def _workers(setting: int, processes: bool) -> int:
@@ -139,13 +159,73 @@ def cleaned_batches(batches: Iterator[pa.RecordBatch], options: CleanOptions, st
             yield pending.pop(0).result()
 
 
+class Progress(Protocol):
+    """Where the step reports rows as they stream (the CLI draws a bar); `start` gets the expected total."""
+
+    def start(self, total: int | None) -> None: ...
+
+    def advance(self, rows: int) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int | None) -> None:
+        pass
+
+    def advance(self, rows: int) -> None:
+        pass
+
+
+# The funnel's filters in query order (its other columns check the tables: duplicate ids, undated answers).
+FUNNEL_LABELS = {
+    "questions": "questions", "with_accepted_answer_id": "with an accepted answer id",
+    "accepted_answer_present": "accepted answer present", "tag_match": "tag matches",
+    "answer_date_match": "answer date passes the cutoff", "question_window_match": "question date in the window",
+}
+
+
 def _funnel(warehouse: Warehouse, params: dict[str, Any]) -> dict[str, int] | None:
-    """Counts per query filter; None when the engine cannot run it (it is a report, not a gate)."""
+    """Counts per query filter (and the table checks); None when the engine cannot run it (a report, not a gate)."""
     try:
         rows = warehouse.query(load_query(FUNNEL_QUERY), params).to_pylist()
     except DataError:
         return None
     return {key: int(value or 0) for key, value in rows[0].items()} if rows else None
+
+
+def funnel_line(funnel: dict[str, int] | None, params: dict[str, Any]) -> str:
+    """`questions 2,921 -> with an accepted answer id 1,134 -> ... (answers without a date: 5, ...)`: where the
+    rows were lost, for the error when nothing survives."""
+    if not funnel:
+        return "funnel not available"
+    steps = " -> ".join(f"{label} {funnel[key]:,}" for key, label in FUNNEL_LABELS.items() if key in funnel)
+    undated = funnel.get("answer_date_null")
+    if undated and params.get("answer_date_cutoff") is not None:
+        steps += f" (answers without a date: {undated:,}, kept only with --answer-date-cutoff none)"
+    return steps
+
+
+def duplicates(con: Any, warehouse: Warehouse, params: dict[str, Any]) -> dict[str, int]:
+    """Rows of the query result that repeat a question id, and - only then, it costs a scan per table - the
+    duplicate (site, id) rows of each table that explain them. {} when nothing repeats."""
+    repeated = con.execute("SELECT count(*) - count(DISTINCT id) FROM clean").fetchall()[0][0]
+    if not repeated:
+        return {}
+    found = {"repeated_question_ids": int(repeated)}
+    try:
+        rows = warehouse.query(load_query(DUPLICATES_QUERY), params).to_pylist()
+    except DataError:  # a report, not a gate
+        return found
+    return {**found, **{table: int(count or 0) for table, count in rows[0].items()}} if rows else found
+
+
+def duplicate_warnings(found: dict[str, int]) -> list[str]:
+    """One line per table with duplicate ids; what the step did about them."""
+    kept = "kept one example per question id (exact duplicates: the lowest id; otherwise the lowest answer id)"
+    lines = [f"warehouse table {table} has {found[table]:,} row(s) whose (site, id) occurs more than once; {kept}"
+             for table in ("posts_questions", "posts_answers") if found.get(table)]
+    if found and not lines:
+        lines = [f"{found['repeated_question_ids']:,} row(s) of the query result repeat a question id; {kept}"]
+    return lines
 
 
 def _template_parts(prompt: PinnedPrompt) -> list[str]:
@@ -154,56 +234,74 @@ def _template_parts(prompt: PinnedPrompt) -> list[str]:
 
 
 def prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, workdir: Path,
-            log: Callable[[str], None] = lambda _: None) -> Prepared:
+            log: Callable[[str], None] = lambda _: None, warn: Callable[[str], None] | None = None,
+            progress: Progress | None = None) -> Prepared:
     """Query, clean and stage; raises DataError when nothing (or only one side of the split) survives."""
     staging = Staging(workdir, settings.dataprep.staging_memory_limit, settings.dataprep.duckdb_threads)
     try:
-        return _prepare(settings, warehouse, prompt, staging, log)
+        return _prepare(settings, warehouse, prompt, staging, log, warn or (lambda m: log(f"warning: {m}")),
+                        progress or _NoProgress())
     except BaseException:
         staging.close()
         raise
 
 
 def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, staging: Staging,
-             log: Callable[[str], None]) -> Prepared:
+             log: Callable[[str], None], warn: Callable[[str], None], progress: Progress) -> Prepared:
     data, prep = settings.data, settings.dataprep
     params = query_params(settings)
+    started = time.perf_counter()
     funnel = _funnel(warehouse, params)
+    seconds = {"funnel": time.perf_counter() - started}
+    expected = funnel.get("question_window_match") if funnel else None
+    progress.start(min(expected, data.limit) if expected is not None else None)
     rows_from_query, cleaned = 0, 0
     dropped: Counter[str] = Counter()
     nulls: Counter[str] = Counter()
     batches = warehouse.batches(load_query(data.query), params, prep.batch_rows)
-    processes = prep.clean_in == "processes"
+    processes = uses_processes(prep.clean_in)
     for kept, batch_dropped, batch_nulls in cleaned_batches(batches, clean_options(settings, prompt), staging,
                                                             _workers(prep.workers, processes), processes):
         rows_from_query += kept + sum(batch_dropped.values())
+        progress.advance(kept + sum(batch_dropped.values()))
         cleaned += kept
         dropped.update(batch_dropped)
         nulls.update(batch_nulls)
+    seconds["query + clean"] = time.perf_counter() - started - seconds["funnel"]
     log(f"query returned {rows_from_query:,} row(s); {cleaned:,} after cleaning")
     if cleaned == 0:
+        lost = f"dropped by cleaning: {dict(dropped)}; " if dropped else ""
         raise DataError(
-            f"zero examples after filtering ({rows_from_query} row(s) from the query; dropped: {dict(dropped)}); "
-            "check data.tag_pattern, data.answer_date_cutoff and the question date window"
+            f"zero examples: the query returned {rows_from_query:,} row(s); {lost}funnel: "
+            f"{funnel_line(funnel, params)}; check data.tag_pattern, data.answer_date_cutoff and the question "
+            "date window"
         )
     con = staging.finish()
     splits = {split: 0 for split in SPLITS}
     splits.update(dict(con.execute("SELECT split, count(*) FROM examples GROUP BY split").fetchall()))
     if not prep.test_percent:
         splits.pop("test")
-    dropped["exact_duplicate"] = cleaned - sum(splits.values())
+    after_exact = con.execute("SELECT count(*) FROM keep1").fetchall()[0][0]
+    dropped["exact_duplicate"] = cleaned - after_exact
+    dropped["duplicate_id"] = after_exact - sum(splits.values())  # same question id, different text: one kept
+    repeated = duplicates(con, warehouse, params)
+    for message in duplicate_warnings(repeated):
+        warn(message)
     if not splits["train"] or not splits["eval"]:
         raise DataError(f"split left an empty side (train={splits['train']}, eval={splits['eval']}); add data")
     split_digests = {split: streamed_split_digest(con, "examples", split) for split in splits}
     digest = dataset_digest(split_digests)
     report = build_report(con, "examples", funnel=funnel, rows_from_query=rows_from_query, cleaned=cleaned,
-                          dropped=dict(sorted(dropped.items())), nulls=dict(sorted(nulls.items())), splits=splits)
+                          dropped=dict(sorted(dropped.items())), nulls=dict(sorted(nulls.items())), splits=splits,
+                          duplicates=repeated)
     stats = {
         "rows_from_query": rows_from_query, "examples": sum(splits.values()), **splits,
         "dropped": report["dropped"], "query": data.query, "params": params,
         "eval_percent": data.eval_percent, "test_percent": prep.test_percent,
     }
-    return Prepared(digest, splits, split_digests, lineage_of(settings, prompt), report, stats, prompt, con)
+    seconds["dedup + digest + report"] = time.perf_counter() - started - sum(seconds.values())
+    return Prepared(digest, splits, split_digests, lineage_of(settings, prompt), report, stats, prompt, con,
+                    seconds)
 
 
 def lineage_of(settings: Settings, prompt: PinnedPrompt) -> Lineage:
@@ -326,7 +424,8 @@ def log_reuse(prepared: Prepared, settings: Settings, previous) -> dict[str, str
 
 
 def run_data_step(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt,
-                  log: Callable[[str], None] = lambda _: None) -> Outcome:
+                  log: Callable[[str], None] = lambda _: None, warn: Callable[[str], None] | None = None,
+                  progress: Progress | None = None) -> Outcome:
     """The whole step inside the active MLflow run; any error leaves no dataset directory behind."""
     output_dir = Path(settings.data.output_dir)
     check_writable(output_dir)
@@ -334,7 +433,7 @@ def run_data_step(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt
     prepared = None
     try:
         try:
-            prepared = prepare(settings, warehouse, prompt, workdir, log)
+            prepared = prepare(settings, warehouse, prompt, workdir, log, warn, progress)
         except duckdb.Error as exc:  # the staging database (disk full, memory limit): one line, run FAILED
             raise DataError(f"staging the dataset failed: {str(exc).splitlines()[0]}") from exc
         previous = previous_run(prepared.digest, prepared.lineage.key) if settings.dataprep.reuse_by_digest else None
@@ -342,12 +441,16 @@ def run_data_step(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt
             log(f"dataset {prepared.digest} unchanged: reusing run {previous.info.run_id}")
             uris = log_reuse(prepared, settings, previous)
             return Outcome(prepared.digest, prepared.splits, uris, None, previous.info.run_id)
+        started = time.perf_counter()
         directory, files = write_dataset(prepared, output_dir, settings.dataprep.parquet_min_rows)
+        prepared.seconds["write files"] = time.perf_counter() - started
         try:
             uris = log_dataset(prepared, settings, directory, files)
         except BaseException:
             shutil.rmtree(directory, ignore_errors=True)  # the run fails; leave no orphan version on disk
             raise
+        prepared.seconds["log to MLflow"] = time.perf_counter() - started - prepared.seconds["write files"]
+        log(time_line(prepared.seconds))
         return Outcome(prepared.digest, prepared.splits, uris, directory)
     finally:
         if prepared is not None:

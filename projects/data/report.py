@@ -21,7 +21,7 @@ def length_stats(con: Any, table: str, column: str) -> dict[str, float]:
         f"avg(length({column})) FROM {table}"
     ).fetchone()
     keys = ("count", "min", "p50", "p90", "p99", "max", "mean")
-    return {key: (round(float(value), 1) if value is not None else None) for key, value in zip(keys, row)}
+    return {key: (round(float(value), 1) if value is not None else None) for key, value in zip(keys, row, strict=True)}
 
 
 def near_duplicate_stats(con: Any, table: str) -> dict[str, int]:
@@ -56,13 +56,15 @@ def leakage(con: Any, table: str) -> dict[str, Any]:
 
 def build_report(con: Any, table: str, *, funnel: dict[str, int] | None, rows_from_query: int,
                  cleaned: int, dropped: dict[str, int], nulls: dict[str, int],
-                 splits: dict[str, int]) -> dict[str, Any]:
+                 splits: dict[str, int], duplicates: dict[str, int] | None = None) -> dict[str, Any]:
     examples = sum(splits.values())
     return {
         "funnel": funnel,
         "rows": {"from_query": rows_from_query, "after_cleaning": cleaned, "after_dedup": examples, **splits},
         "dropped": dropped,
         "nulls_in_query_result": nulls,
+        # rows repeating a question id, and the duplicate (site, id) rows per table behind them ({}: none)
+        "duplicates": duplicates or {},
         "lengths": {"question_chars": length_stats(con, table, "question"),
                     "answer_chars": length_stats(con, table, "answer")},
         "near_duplicates": near_duplicate_stats(con, table),

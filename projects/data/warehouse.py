@@ -38,6 +38,8 @@ PARAM_TYPES: dict[str, str] = {
     "question_date_to": "STRING",
 }
 _DATE_PARAMS = {"answer_date_cutoff", "question_date_from", "question_date_to"}
+# NULL turns the filter off (no answer date cutoff, an open question window).
+NULLABLE_PARAMS = frozenset({"answer_date_cutoff", "question_date_from", "question_date_to"})
 _PY_TYPES = {"STRING": str, "INT64": int, "FLOAT64": float, "BOOL": bool}
 
 
@@ -96,7 +98,7 @@ def bind_params(tree: exp.Expression, params: Mapping[str, Any]) -> dict[str, An
                     date.fromisoformat(value)
                 except ValueError as exc:
                     raise DataError(f"query parameter @{name} must be a date as YYYY-MM-DD, got {value!r}") from exc
-        elif name not in ("question_date_from", "question_date_to"):
+        elif name not in NULLABLE_PARAMS:
             raise DataError(f"query parameter @{name} may not be NULL")
         bound[name] = value
     return bound
@@ -124,6 +126,16 @@ class Warehouse(Protocol):
 
     def query(self, bigquery_sql: str, params: Mapping[str, Any]) -> pa.Table:
         """Small results only (counts, reports)."""
+
+
+def _files_of(name: str, paths: str | Path | list[str]) -> list[Path]:
+    """The files of one mapped table; a glob that matches nothing is an error naming it."""
+    from llmops.settings import table_files
+
+    files = table_files([str(p) for p in paths] if isinstance(paths, list) else str(paths))
+    if not files:
+        raise NotFoundError(f"warehouse table {name}: no file matches {paths}")
+    return files
 
 
 def _reader_for(path: Path) -> str:
@@ -159,7 +171,7 @@ def _first_line(exc: BaseException) -> str:
 class DuckDBWarehouse:
     """BigQuery table names mapped onto local files, exposed as views under the same three-part names."""
 
-    def __init__(self, tables: Mapping[str, str | Path], default_site: str = "stackoverflow.com",
+    def __init__(self, tables: Mapping[str, str | Path | list[str]], default_site: str = "stackoverflow.com",
                  memory_limit: str | None = None, threads: int = 0) -> None:
         import duckdb
 
@@ -174,10 +186,10 @@ class DuckDBWarehouse:
             self._con.execute(f"SET temp_directory = {_literal(self._spill.name)}")
         if threads:  # each scan thread buffers its own Parquet row group: fewer threads, less memory
             self._con.execute(f"SET threads = {int(threads)}")
-        self._tables = {name: Path(path) for name, path in tables.items()}
+        self._tables = {name: _files_of(name, paths) for name, paths in tables.items()}
         self._site = default_site
         catalogs: set[str] = set()
-        for name, path in self._tables.items():
+        for name, files in self._tables.items():
             parts = name.split(".")
             if len(parts) != 3:
                 raise ConfigError(f"warehouse table name {name!r} must be project.dataset.table")
@@ -186,14 +198,20 @@ class DuckDBWarehouse:
                 self._con.execute(f"ATTACH ':memory:' AS {_quote(catalog)}")
                 catalogs.add(catalog)
             self._con.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(catalog)}.{_quote(schema)}")
-            self._create_view(name, path, f"{_quote(catalog)}.{_quote(schema)}.{_quote(table)}")
+            self._create_view(name, files, f"{_quote(catalog)}.{_quote(schema)}.{_quote(table)}")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DuckDBWarehouse:
         prep = settings.dataprep
         return cls(settings.warehouse.tables, prep.default_site, prep.duckdb_memory_limit, prep.duckdb_threads)
 
-    def _create_view(self, name: str, path: Path, target: str) -> None:
+    def _create_view(self, name: str, files: list[Path], target: str) -> None:
+        """One view over every file of a table: each file read by its format, text dates cast, a missing `site`
+        filled in, then the files combined by column name (several site dumps become one table)."""
+        selects = [self._file_select(name, path) for path in files]
+        self._con.execute(f"CREATE VIEW {target} AS {' UNION ALL BY NAME '.join(selects)}")
+
+    def _file_select(self, name: str, path: Path) -> str:
         import duckdb
 
         if not path.is_file():
@@ -215,7 +233,7 @@ class DuckDBWarehouse:
         ]
         replace = f" REPLACE ({', '.join(casts)})" if casts else ""
         site = "" if "site" in types else f", {_literal(self._site)} AS site"
-        self._con.execute(f"CREATE VIEW {target} AS SELECT *{replace}{site} FROM {source}")
+        return f"SELECT *{replace}{site} FROM {source}"
 
     def _prepare(self, bigquery_sql: str, params: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
         tree = parse_query(bigquery_sql)

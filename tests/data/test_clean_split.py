@@ -71,7 +71,7 @@ def test_split_is_stable_and_groups_stay_together() -> None:
     assert first == [split_of(k, 20, test_percent=10) for k in keys]
     assert 0.17 < first.count("eval") / 5000 < 0.23 and 0.07 < first.count("test") / 5000 < 0.13
     # turning the test split off never moves an eval example, and adding data never moves anything
-    assert all(s == "eval" for s, t in zip([split_of(k, 20) for k in keys], first) if t == "eval")
+    assert all(s == "eval" for s, t in zip([split_of(k, 20) for k in keys], first, strict=True) if t == "eval")
     # near-duplicate titles share a key, hence a split, whatever their question ids
     twins = [group_key("so", i, t) for i, t in ((1, "Sort a list in Python"), (99, "python sort list?"))]
     assert twins[0] == twins[1]

@@ -98,7 +98,7 @@ def test_sample_dataset_formats_digest_prompt_and_reuse(tracking_uri: str, tmp_p
     (["--answer-date-cutoff", "2020/01/01"], 2, "invalid setting data.answer_date_cutoff"),
     (["--question-date-from", "yesterday"], 2, "invalid setting dataprep.question_date_from"),
     (["--limit", "lots"], 2, "invalid setting data.limit"),
-    (["--tag-pattern", "^nothing-matches$"], 3, "zero examples after filtering"),
+    (["--tag-pattern", "^nothing-matches$"], 3, "zero examples: the query returned 0 row(s)"),
 ])
 def test_bad_input_fails_cleanly(args: list[str], exit_code: int, message: str, tracking_uri: str,
                                  tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -24,7 +24,7 @@ def _params(**overrides: Any) -> dict[str, Any]:
 
 
 def _pairs(table: pa.Table) -> list[tuple[int, int]]:
-    return sorted(zip(table.column("question_id").to_pylist(), table.column("answer_id").to_pylist()))
+    return sorted(zip(table.column("question_id").to_pylist(), table.column("answer_id").to_pylist(), strict=True))
 
 
 def _stream(warehouse: Any, params: dict[str, Any], batch_rows: int = 25) -> pa.Table:

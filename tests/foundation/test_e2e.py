@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MODEL = "so-qa-assistant"
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]  # whole loops: minutes on a loaded 2-core machine
 
 
 def _env(workdir: Path) -> dict[str, str]:

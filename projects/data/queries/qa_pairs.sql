@@ -1,6 +1,7 @@
 -- Questions with their accepted answer, written once in BigQuery's dialect (DuckDB gets it via sqlglot).
 -- Parameters: @tag_pattern (regex over the `a|b` tags; '.*' keeps untagged questions too),
--- @answer_date_cutoff (YYYY-MM-DD; answers created on or after it), @limit,
+-- @answer_date_cutoff (YYYY-MM-DD; answers created on or after it; NULL keeps every answer, undated ones too),
+-- @limit,
 -- @question_date_from / @question_date_to (YYYY-MM-DD, or NULL for no bound; questions created in [from, to)).
 -- Ids are unique per Stack Exchange site, so joins are on (site, id); tables without a `site` column get the
 -- configured default site (see docs/data.md).
@@ -21,7 +22,7 @@ WITH pairs AS (
     ON a.site = q.site AND a.id = q.accepted_answer_id
   WHERE q.accepted_answer_id IS NOT NULL
     AND REGEXP_CONTAINS(IFNULL(q.tags, ''), @tag_pattern)
-    AND a.creation_date >= TIMESTAMP(@answer_date_cutoff)
+    AND (@answer_date_cutoff IS NULL OR a.creation_date >= TIMESTAMP(@answer_date_cutoff))
     AND (@question_date_from IS NULL OR q.creation_date >= TIMESTAMP(@question_date_from))
     AND (@question_date_to IS NULL OR q.creation_date < TIMESTAMP(@question_date_to))
   ORDER BY site, question_id
