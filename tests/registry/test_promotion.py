@@ -45,7 +45,7 @@ def test_staging_then_production_then_rollback_and_history(make_version, prepare
     assert code == 0, err
     assert f"PASS  non-regression vs @production: champion v{v1}" in out
     assert "PASS  gate answered_token_f1 vs champion: 0.0000 (needs lower bound >= -0.020) [model - champion = " \
-           f"+0.000, CI +0.000..+0.000 over 20 rows]" in out
+           "+0.000, CI +0.000..+0.000 over 20 rows]" in out
     assert alias_version("flow", "production") == v2
     between = _moves(cli, "flow", "--alias", "production")[0]["moved_at"]
 
