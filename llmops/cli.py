@@ -28,6 +28,7 @@ def _root(
 
 def _register_groups() -> None:
     from evaluation.cli import app as eval_app
+    from monitoring.cli import app as monitor_app
     from projects.cli import pipeline_app
     from projects.data.cli import data_app
     from projects.tuning.cli import tune_command
@@ -42,6 +43,7 @@ def _register_groups() -> None:
     app.add_typer(registry_app, name="registry", help="Registered model versions and aliases.")
     app.add_typer(serve_app, name="serve", help="Answer questions with a model loaded by alias.")
     app.add_typer(pipeline_app, name="pipeline", help="The whole loop as MLflow Project steps.")
+    app.add_typer(monitor_app, name="monitor", help="Skew, drift and operational metrics over the inference log.")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -35,6 +35,7 @@ class FeatureResult:
     n_current: int = 0
     example_rows: list[int] = field(default_factory=list)
     tested: bool = True
+    samples: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)  # (reference, current) values
 
     def public(self) -> dict[str, Any]:
         """The keys of `llmops monitor compare --json` (plus the explanation and sizes)."""
@@ -154,7 +155,8 @@ def _scalar(name: str, reference: FeatureFrame, current: FeatureFrame, rules: Al
     if ref is None or cur is None:
         return None
     (ref_values, _), (cur_values, cur_rows) = ref, cur
-    result = FeatureResult(name, None, None, n_reference=len(ref_values), n_current=len(cur_values))
+    result = FeatureResult(name, None, None, n_reference=len(ref_values), n_current=len(cur_values),
+                           samples=(ref_values, cur_values))
     if min(len(ref_values), len(cur_values)) < rules.min_rows:
         result.tested, result.summary = False, f"not enough rows with a value (min {rules.min_rows})"
         return result
@@ -167,6 +169,7 @@ def _scalar(name: str, reference: FeatureFrame, current: FeatureFrame, rules: Al
     result.statistic, result.p_value, result.effect, result.method = test.statistic, test.p_value, test.effect, \
         test.method
     result.summary = _describe_shift(name, ref_values, cur_values)
+    result.samples = (ref_values, cur_values)
     result.example_rows = _extreme_rows(cur_values, cur_rows, higher=(test.effect or 0) >= 0, k=50)
     return result
 
@@ -177,7 +180,7 @@ def _terms(reference: FeatureFrame, current: FeatureFrame, rules: AlarmRules) ->
     width = reference.terms.shape[1]
     ref_docs = np.bincount(reference.terms.indices, minlength=width)  # binary rows: column sums
     cur_docs = np.bincount(current.terms.indices, minlength=width)
-    test = stats.new_terms(ref_docs, cur_docs, n_ref, n_cur, rules.min_term_docs)
+    test = stats.new_terms(ref_docs, cur_docs, n_ref, n_cur, rules.min_term_docs, rules.alpha)
     r = test.result
     result.statistic, result.p_value, result.effect, result.method = r.statistic, r.p_value, r.effect, r.method
     candidates = len(test.term_p) or 1
@@ -254,3 +257,15 @@ def compare_frames(reference: FeatureFrame, current: FeatureFrame, rules: AlarmR
 
 def result_dict(result: FeatureResult) -> dict[str, Any]:
     return asdict(result)
+
+
+def compare_sets(reference: list[str], current: list[str], rules: AlarmRules, basis: list[str] | None = None) -> Comparison:
+    """`llmops monitor compare`: two question sets in one feature space (fitted on `basis`, else on both sets)."""
+    from monitoring.features import FeatureSpace
+
+    space = FeatureSpace.fit(basis if basis else list(reference) + list(current), embedding=rules.embedding,
+                             dim=rules.embedding_dim, seed=rules.seed)
+    rng = np.random.default_rng(rules.seed)
+    ref = space.transform(reference, max_model_rows=rules.max_model_rows, rng=rng)
+    cur = space.transform(current, max_model_rows=rules.max_model_rows, rng=rng)
+    return compare_frames(ref, cur, rules, kind="compare", embedder_name=space.embedder.name)

@@ -22,6 +22,8 @@ FEATURES = QUESTION_FEATURES + ANSWER_FEATURES
 # question_tokens moves with question_chars and common_word_share with oov_rate: both are reported, not counted,
 # since a near-duplicate test only makes Holm stricter (measured in docs/monitoring.md).
 DEFAULT_COUNTED = tuple(f for f in FEATURES if f not in ("question_tokens", "common_word_share"))
+TRIGGER_PLACEHOLDERS = ("reason_file", "questions_file", "kind", "model_name", "model_version", "window_start",
+                        "window_end")
 DEFAULT_RULES_FILE = Path(__file__).resolve().parent / "rules.yaml"
 
 
@@ -40,8 +42,21 @@ class TriggerRule(_Strict):
     @field_validator("command")
     @classmethod
     def _non_empty(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and (not value or not all(isinstance(a, str) and a for a in value)):
+        import string
+
+        if value is None:
+            return value
+        if not value or not all(isinstance(a, str) and a for a in value):
             raise ValueError("must be a non-empty list of non-empty arguments")
+        for arg in value:
+            try:
+                names = [f for _, f, _, _ in string.Formatter().parse(arg) if f is not None]
+            except ValueError as exc:
+                raise ValueError(f"argument {arg!r}: {exc}") from exc
+            unknown = [n for n in names if n not in TRIGGER_PLACEHOLDERS]
+            if unknown:
+                raise ValueError(f"argument {arg!r} uses unknown placeholder(s) {', '.join(unknown)} "
+                                 f"(known: {', '.join(TRIGGER_PLACEHOLDERS)})")
         return value
 
 
@@ -54,7 +69,7 @@ class AlarmRules(_Strict):
     min_effect: dict[str, float] = Field(default_factory=dict, description="Feature -> smallest |effect| that alarms.")
     permutations: int = Field(default=500, ge=99, le=100_000, description="Exact-MMD permutations.")
     exact_mmd_max_rows: int = Field(default=1000, ge=10, description="Per side; above: random-Fourier-feature MMD.")
-    rff_features: int = Field(default=256, ge=16, le=4096)
+    rff_features: int = Field(default=128, ge=16, le=4096)
     max_model_rows: int = Field(default=10_000, ge=100, description="Per side: rows subsampled for the token and "
                                 "embedding features (lengths and scripts always use every row).")
     min_term_docs: int = Field(default=5, ge=2, description="A term is a candidate new term from this many questions.")
