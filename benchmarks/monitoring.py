@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# run as a script, this file's folder comes first on sys.path and its name would hide the `monitoring` package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(REPO))
 EVIDENTLY_PYTHON = REPO / "benchmarks" / ".venv-evidently" / "bin" / "python"
 EVIDENTLY_METHODS = ("model()", "distance()", "ratio()", "mmd()", "mmd(bootstrap=True)")
 

@@ -6,13 +6,12 @@ the reference makes the reference look different from any other sample drawn fro
 rare words are in the vocabulary, the other side's are not), and every test then alarms (measured in
 docs/monitoring.md). Fitted on data that does not know which row belongs to which side, the tests stay exact.
 
-Words are hashed (`HashingVectorizer`, 2^20 columns, letters only, lower-cased) so that a new window's unseen terms
+Words are hashed (`HashingVectorizer`, 2^20 columns, `monitoring.text.words`) so that a new window's unseen terms
 have columns without refitting; the names of the terms an explanation shows are recovered from the window itself.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -21,20 +20,20 @@ import pyarrow as pa
 from scipy import sparse
 
 from llmops.errors import ConfigError
-from monitoring.text import describe
+from monitoring.text import describe, words
 
 HASH_COLUMNS = 2 ** 20
-TOKEN_PATTERN = r"(?u)\b[^\W\d_]{2,}\b"
 COMMON_WORDS = 100
 MIN_VOCAB_COUNT = 2
-MAX_BASIS_ROWS = 20_000
+MAX_BASIS_ROWS = 10_000    # vocabulary and common words: a label-blind subsample bounds the fit's cost
+MAX_SVD_ROWS = 5_000       # the SVD's directions settle long before this (and it is the fit's dearest part)
 
 
 def _vectorizer():
     from sklearn.feature_extraction.text import HashingVectorizer
 
-    return HashingVectorizer(n_features=HASH_COLUMNS, alternate_sign=False, norm=None, token_pattern=TOKEN_PATTERN,
-                             lowercase=True, dtype=np.float32)
+    return HashingVectorizer(n_features=HASH_COLUMNS, alternate_sign=False, norm=None, analyzer=words,
+                             dtype=np.float32)
 
 
 def hashed_counts(texts: Sequence[str]) -> sparse.csr_matrix:
@@ -108,21 +107,29 @@ class TfidfSvdEmbedder(Embedder):
         self.columns = np.flatnonzero(df >= 2)
         if len(self.columns) < 2:
             raise ConfigError("the basis questions share fewer than 2 words: cannot fit a TF-IDF space")
+        self.position = np.full(HASH_COLUMNS, -1, dtype=np.int64)
+        self.position[self.columns] = np.arange(len(self.columns))
         n = counts.shape[0]
         self.idf = (np.log((1 + n) / (1 + df[self.columns])) + 1).astype(np.float32)
+        if n > MAX_SVD_ROWS:
+            counts = counts[np.sort(rng.choice(n, MAX_SVD_ROWS, replace=False))]
         matrix = self._tfidf(counts)
-        dim = max(1, min(self.dim, len(self.columns) - 1, n - 1))
+        dim = max(1, min(self.dim, len(self.columns) - 1, matrix.shape[0] - 1))
         self.svd = TruncatedSVD(n_components=dim, random_state=int(rng.integers(2 ** 31)), algorithm="randomized",
                                 n_iter=4)
         self.svd.fit(matrix)
         return self
 
     def _tfidf(self, counts: sparse.csr_matrix) -> sparse.csr_matrix:
+        """log(1 + tf) * idf over the basis's columns, rows L2-normalised (a compact CSR, no column slicing)."""
         from sklearn.preprocessing import normalize
 
-        sub = counts[:, self.columns]
-        sub.data = np.log1p(sub.data)
-        return normalize(sub.multiply(self.idf).tocsr())
+        position = self.position[counts.indices]
+        keep = position >= 0
+        rows = np.repeat(np.arange(counts.shape[0]), np.diff(counts.indptr))[keep]
+        data = np.log1p(counts.data[keep]) * self.idf[position[keep]]
+        sub = sparse.csr_matrix((data, (rows, position[keep])), shape=(counts.shape[0], len(self.columns)))
+        return normalize(sub)
 
     def transform(self, texts: Sequence[str], counts: sparse.csr_matrix) -> np.ndarray:
         from sklearn.preprocessing import normalize
@@ -193,8 +200,8 @@ class FeatureSpace:
         model_texts = [texts[i] for i in rows]
         counts = hashed_counts(model_texts)
         words = np.asarray(counts.sum(1)).ravel()
-        in_vocab = np.asarray(counts[:, self.vocabulary].sum(1)).ravel() if n else np.zeros(0)
-        in_common = np.asarray(counts[:, self.common].sum(1)).ravel() if n else np.zeros(0)
+        in_vocab = counts @ self.vocabulary.astype(np.float32)  # a mat-vec, not a column slice of 2^20 columns
+        in_common = counts @ self.common.astype(np.float32)
         safe = np.maximum(words, 1)
         model_numeric = {"oov_rate": np.where(words > 0, 1 - in_vocab / safe, 0.0),
                          "common_word_share": np.where(words > 0, in_common / safe, 0.0)}
@@ -204,22 +211,19 @@ class FeatureSpace:
         return FeatureFrame(texts, numeric, rows, model_numeric, terms.astype(np.int32), embedding)
 
 
-_WORD = re.compile(TOKEN_PATTERN)
-
-
 def term_names(texts: Sequence[str], columns: Sequence[int]) -> dict[int, str]:
     """Recover the word behind each hashed column from the texts that contain it (its most frequent spelling)."""
     from collections import Counter
 
-    words = Counter(word for text in texts for word in _WORD.findall(text.lower()))
-    if not words:
+    counts = Counter(word for text in texts for word in words(text))
+    if not counts:
         return {}
-    unique = list(words)
+    unique = list(counts)
     hashed = _vectorizer().transform(unique).tocsr()
     wanted = set(int(c) for c in columns)
     best: dict[int, tuple[int, str]] = {}
     for row, word in enumerate(unique):
         column = int(hashed.indices[hashed.indptr[row]])
-        if column in wanted and words[word] > best.get(column, (0, ""))[0]:
-            best[column] = (words[word], word)
+        if column in wanted and counts[word] > best.get(column, (0, ""))[0]:
+            best[column] = (counts[word], word)
     return {column: word for column, (_, word) in best.items()}

@@ -89,8 +89,11 @@ def new_terms(reference_docs: np.ndarray, current_docs: np.ndarray, n_reference:
         return TermTest(TestResult(0.0, 1.0, 0.0, "hypergeometric"), pooled, empty, empty, empty)
     k_all = total[pooled].astype(np.float64)
     # the smallest attainable upper tail: all k holders in the current sample (0 when k > n_current: never attained)
-    attainable = np.where(k_all <= n_current, sps.hypergeom.pmf(np.minimum(k_all, n_current), big_n, k_all,
-                                                                 n_current), 1.0)
+    from scipy.special import gammaln
+
+    kk = np.minimum(k_all, n_current)  # C(n_cur, k) / C(N, k), in logs: cheap for tens of thousands of terms
+    log_p = gammaln(n_current + 1) - gammaln(n_current - kk + 1) - gammaln(big_n + 1) + gammaln(big_n - kk + 1)
+    attainable = np.where(k_all <= n_current, np.exp(log_p), 1.0)
     order_att = np.argsort(attainable, kind="stable")
     sorted_att = attainable[order_att]
     count = 0

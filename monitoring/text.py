@@ -92,35 +92,43 @@ def _as_large(texts: Sequence[str] | pa.Array) -> pa.LargeStringArray:
     return arr
 
 
-def _segment_sums(mask: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Sum of `mask` over each [offsets[i], offsets[i+1]) (empty segments give 0)."""
-    cumulative = np.zeros(len(mask) + 1, dtype=np.int64)
-    np.cumsum(mask, dtype=np.int64, out=cumulative[1:])
-    return cumulative[offsets[1:]] - cumulative[offsets[:-1]]
-
-
 def _chunk_descriptors(arr: pa.LargeStringArray) -> tuple[np.ndarray, ...]:
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset:arr.offset + len(arr) + 1]
     start = int(offsets[0])
     data_buffer = arr.buffers()[2]
+    n = len(arr)
     if data_buffer is None or offsets[-1] == start:
-        zeros = np.zeros(len(arr), dtype=np.int64)
+        zeros = np.zeros(n, dtype=np.int64)
         return zeros, zeros, zeros, zeros, zeros
     data = np.frombuffer(data_buffer, dtype=np.uint8)[start:int(offsets[-1])]
     offsets = offsets - start
     classes = BYTE_CLASS[data]
-    chars = _segment_sums(classes != CONT, offsets)
+    row = np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets))
+    # one pass: bytes per (row, class); every count below is a sum of its columns
+    per_class = np.bincount(row * 16 + classes, minlength=n * 16).reshape(n, 16)
     wordish = _WORDISH[classes] | (classes == CONT)  # continuation bytes continue whatever character they belong to
     word_start = np.empty_like(wordish)
-    word_start[0] = wordish[0] and classes[0] != CONT
+    word_start[0] = _WORDISH[classes[0]]
     np.greater(wordish[1:], wordish[:-1], out=word_start[1:])
-    word_start[offsets[:-1][offsets[:-1] < len(data)]] = _WORDISH[classes[offsets[:-1][offsets[:-1] < len(data)]]]
-    words = _segment_sums(word_start, offsets)
-    non_letters = _segment_sums(_NONLETTER[classes], offsets)
-    punct = _segment_sums((classes == PUNCT) | (classes == SYMBOL), offsets)
-    letters = _segment_sums(_LETTER[classes], offsets)
-    non_latin = _segment_sums(_NON_LATIN[classes], offsets)
-    return chars, words + punct, letters, non_latin, non_letters
+    firsts = offsets[:-1][offsets[:-1] < len(data)]
+    word_start[firsts] = _WORDISH[classes[firsts]]  # a row's first byte never continues the previous row's word
+    words_per_row = np.bincount(row[word_start], minlength=n)
+    chars = per_class.sum(1) - per_class[:, CONT]
+    letters = per_class[:, _LETTER].sum(1)
+    non_latin = per_class[:, _NON_LATIN].sum(1)
+    non_letters = per_class[:, _NONLETTER].sum(1)
+    symbols = per_class[:, PUNCT] + per_class[:, SYMBOL]
+    return chars, words_per_row + symbols, letters, non_latin, non_letters
+
+
+_NOT_WORD = {i: " " for i in range(128) if not chr(i).isalpha()}
+_NOT_WORD.update({ord(c): " " for c in "\u00a0\u2018\u2019\u201c\u201d\u2026\u2013\u2014\u00ab\u00bb\u00bf\u00a1"})
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words of 2+ letters: ASCII digits, underscores and punctuation split words (as do typographic
+    quotes and dashes); C-level `translate` + `split`, ~5x cheaper than a Unicode regex per question."""
+    return [w for w in text.lower().translate(_NOT_WORD).split() if len(w) > 1]
 
 
 def describe(texts: Sequence[str] | pa.Array) -> Descriptors:
