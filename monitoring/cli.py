@@ -50,23 +50,25 @@ def run_command(
     from monitoring.trigger import fire
     from monitoring.windows import parse_window
 
-    settings = (settings_for if dry_run else start)(**{"mlflow.tracking_uri": tracking_uri,
-                                                       "monitoring.log_uri": blank_to_none(log),
-                                                       "monitoring.window": blank_to_none(window),
-                                                       "monitoring.rules_file": str(rules) if rules else None,
-                                                       "monitoring.skew_reference": blank_to_none(skew_reference),
-                                                       "monitoring.drift_reference": blank_to_none(drift_reference)})
+    flags = {"mlflow.tracking_uri": tracking_uri, "monitoring.log_uri": blank_to_none(log),
+             "monitoring.window": blank_to_none(window), "monitoring.rules_file": str(rules) if rules else None,
+             "monitoring.skew_reference": blank_to_none(skew_reference),
+             "monitoring.drift_reference": blank_to_none(drift_reference)}
+    settings = settings_for(**flags)
     cfg = settings.monitoring
     if not cfg.log_uri:
         raise ConfigError("no inference log: pass --log or set monitoring.log_uri")
-    if dry_run and (cfg.skew_reference in ("eval", "train") or cfg.drift_reference == "train" or model):
+    spec = parse_window(cfg.window)  # every flag and the rule file are checked before MLflow is touched
+    rule = load_rules(cfg.rules_file)
+    since_at, until_at = _time(since, "--since"), _time(until, "--until")
+    if not dry_run:
+        start(**flags)
+    elif cfg.skew_reference in ("eval", "train") or cfg.drift_reference == "train" or model:
         import mlflow
 
         mlflow.set_tracking_uri(settings.mlflow.tracking_uri)  # references are read from the registry, nothing logged
-    spec = parse_window(cfg.window)
-    rule = load_rules(cfg.rules_file)
     result = monitor(cfg.log_uri, spec, rule, model_uri=blank_to_none(model), skew=cfg.skew_reference,
-                     drift=cfg.drift_reference, since=_time(since, "--since"), until=_time(until, "--until"))
+                     drift=cfg.drift_reference, since=since_at, until=until_at)
     from monitoring.tracking import log_version
 
     invocation = uuid.uuid4().hex[:12]
@@ -154,9 +156,9 @@ def trigger_command(
     from monitoring.rules import load_rules
     from monitoring.trigger import feedback_reason, fire
 
-    settings = start(**{"mlflow.tracking_uri": tracking_uri,
-                        "monitoring.rules_file": str(rules) if rules else None})
-    rule = load_rules(settings.monitoring.rules_file)
+    flags = {"mlflow.tracking_uri": tracking_uri, "monitoring.rules_file": str(rules) if rules else None}
+    rule = load_rules(settings_for(**flags).monitoring.rules_file)
+    settings = start(**flags)
     version = resolve_model(model)
     reason = feedback_reason(version.name, version.version, feedback_count, rule)
     if reason is None:
