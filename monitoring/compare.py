@@ -4,7 +4,7 @@ and a short human explanation per alarm (which feature moved, by how much, the q
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,8 @@ class Comparison:
         lines = []
         for result in sorted(self.alarms, key=lambda r: (r.adjusted_p_value or 1.0, r.name)):
             line = f"{result.name} moved: {result.summary} (p={result.p_value:.2g}, Holm {result.adjusted_p_value:.2g})"
-            shown = [_snippet(self.current_texts[i]) for i in result.example_rows[:examples]]
+            distinct = list(dict.fromkeys(self.current_texts[i] for i in result.example_rows))  # windows repeat
+            shown = [_snippet(text) for text in distinct[:examples]]
             if shown:
                 line += "; e.g. " + " | ".join(shown)
             lines.append(line)
@@ -95,10 +96,11 @@ class Comparison:
         out, seen = [], set()
         for result in sorted(self.alarms, key=lambda r: (r.adjusted_p_value or 1.0, r.name)):
             for rank, row in enumerate(result.example_rows):
-                if row in seen:
+                text = self.current_texts[row]
+                if text in seen:
                     continue
-                seen.add(row)
-                out.append({"feature": result.name, "rank": rank, "question": self.current_texts[row]})
+                seen.add(text)
+                out.append({"feature": result.name, "rank": rank, "question": text})
         return out[:limit]
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +144,8 @@ def _scripts_of(frame: FeatureFrame) -> str:
     letters = script_letters(frame.texts)
     total = sum(letters.values()) or 1
     scripts = sorted(((c, s) for s, c in letters.items() if s != "Latin"), reverse=True)[:3]
-    return (" of letters; current: " + ", ".join(f"{s} {c / total:.1%}" for c, s in scripts)) if scripts else ""
+    shares = ", ".join(f"{s} {c / total:.1%}" for c, s in scripts)
+    return f" of a question's letters (all current letters: {shares})" if scripts else ""
 
 
 def _extreme_rows(values: np.ndarray, rows: np.ndarray, higher: bool, k: int) -> list[int]:
@@ -253,10 +256,6 @@ def compare_frames(reference: FeatureFrame, current: FeatureFrame, rules: AlarmR
             result.example_rows = result.example_rows[:rules.examples]
     base.features = results
     return base
-
-
-def result_dict(result: FeatureResult) -> dict[str, Any]:
-    return asdict(result)
 
 
 def compare_sets(reference: list[str], current: list[str], rules: AlarmRules, basis: list[str] | None = None) -> Comparison:

@@ -31,10 +31,10 @@ def other_language(language: str) -> list[str]:
 def inference_record(question: str, when: datetime, *, version: str = "1", name: str = "so-qa-assistant",
                      status: int = 200, latency_ms: float = 20.0, abstained: bool = False, blocked: bool = False,
                      similarity: float | None = 0.6, digest: str | None = None, answer: str | None = None,
-                     role: str = "champion") -> dict[str, Any]:
+                     role: str = "champion", schema_version: int = INFERENCE_SCHEMA_VERSION) -> dict[str, Any]:
     ok = status < 400
     return {
-        "schema_version": INFERENCE_SCHEMA_VERSION, "request_id": uuid.uuid4().hex, "time": when,
+        "schema_version": schema_version, "request_id": uuid.uuid4().hex, "time": when,
         "latency_ms": latency_ms, "status": status, "error": None if ok else "refused", "endpoint": "invocations",
         "model_name": name, "model_version": version, "model_alias": "production", "role": role, "shadow_of": None,
         "prompt_name": "so-qa", "prompt_version": 1, "instruction_hash": "abc", "dataset_digest": digest,
@@ -47,7 +47,7 @@ def inference_record(question: str, when: datetime, *, version: str = "1", name:
     }
 
 
-def write_log(location: Path, questions: Sequence[str], start: datetime = T0, every: timedelta = timedelta(seconds=10),
+def write_log(location: Path | str, questions: Sequence[str], start: datetime = T0, every: timedelta = timedelta(seconds=10),
               parts: int = 1, **fields: Any) -> list[dict[str, Any]]:
     """Write one record per question, `every` apart from `start`, into `parts` part files; returns the records."""
     records = [inference_record(q, start + i * every, **fields) for i, q in enumerate(questions)]

@@ -163,3 +163,20 @@ def test_compare_small_sets_say_not_enough_data(tmp_path: Path, capsys: pytest.C
     result = json.loads(stdout)
     assert code == 0 and result["drift"] is False and result["status"] == "not_enough_data"
     assert result["n_reference"] == 30 and result["n_current"] == 25
+
+
+def test_log_from_an_fsspec_url_and_a_newer_schema(tmp_path: Path, tracking_uri: str,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The log may live behind any fsspec URL (memory:// here, gs:// or s3:// in production); a part written by a
+    newer schema version than this monitor knows is refused rather than misread."""
+    url = f"memory://monitor-test-{tmp_path.name}/log"
+    write_log(url, QUESTIONS[:120], every=timedelta(seconds=30))
+    code, stdout, err = _run(["--log", url, "--window", "60", "--json", "--dry-run"], capsys)
+    assert code == 0, err
+    (version,) = json.loads(stdout)["versions"]
+    assert [w["records"] for w in version["windows"]] == [60, 60]
+    assert version["windows"][1]["drift"]["status"] == "ok"
+    newer = tmp_path / "newer"
+    write_log(newer, QUESTIONS[:60], schema_version=99)
+    code, _, err = _run(["--log", str(newer)], capsys)
+    assert code == 3 and "schema version 99" in err

@@ -202,3 +202,19 @@ def test_versions_are_never_mixed(store: str, lineage: dict, tmp_path: Path,
     assert [w["records"] for w in by_version["2"]["windows"]] == [75]
     assert by_version["1"]["windows"][0]["skew"]["drift"] is False
     assert by_version["2"]["windows"][0]["skew"]["drift"] is True
+
+
+def test_feedback_count_runs_the_trigger(store: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    out_file = tmp_path / "triggered.jsonl"
+    monkeypatch.setenv("OUT_FILE", str(out_file))
+    rules = _rules(tmp_path, **{"when: [drift, skew]": "when: [feedback]\n  min_feedback: 25"})
+    args = ["monitor", "trigger", "--model", "models:/so-qa-assistant@production", "--rules", str(rules)]
+    code, stdout, _ = cli([*args, "--feedback-count", "24"], capsys)
+    assert code == 0 and "no trigger: 24 feedback record(s), the rule triggers from 25" in stdout
+    code, stdout, _ = cli([*args, "--feedback-count", "30", "--dry-run"], capsys)
+    assert code == 0 and "trigger (dry-run): would run" in stdout and not out_file.exists()
+    code, stdout, _ = cli([*args, "--feedback-count", "30"], capsys)
+    assert code == 0 and "trigger: ran" in stdout
+    (call,) = [json.loads(line) for line in out_file.read_text().splitlines()]
+    assert call["argv"][1:] == ["feedback", "1"] and call["reason"]["feedback_count"] == 30
