@@ -159,6 +159,10 @@ def monitor(log_location: str, window: WindowSpec, rules: AlarmRules, model_uri:
 def _monitor_version(name: str, version: str, model: ModelVersion | None, records, window: WindowSpec,
                      rules: AlarmRules, skew_choice: str, drift_choice: str) -> VersionResult:
     served = {d for d in records.column("dataset_digest").to_pylist() if d}
+    notes = []
+    if model is None and skew_choice in ("eval", "train"):
+        notes.append(f"{name} v{version} is not in the model registry: no {skew_choice} split to measure skew against")
+        skew_choice = "none"
     skew_ref = _skew_reference(skew_choice, model, name, version)
     if skew_ref is not None:
         check_same_version(skew_ref, name, version, served)
@@ -179,7 +183,8 @@ def _monitor_version(name: str, version: str, model: ModelVersion | None, record
     basis, basis_label, _train = _basis(model, skew_ref, drift_choice, pooled)
     space = FeatureSpace.fit(basis, embedding=rules.embedding, dim=rules.embedding_dim, seed=rules.seed)
     rng = np.random.default_rng(rules.seed)
-    result = VersionResult(name, version, model, skew_ref, drift_choice, basis_label, space.embedder.name)
+    result = VersionResult(name, version, model, skew_ref, drift_choice, basis_label, space.embedder.name,
+                           notes=notes)
 
     def frame_of(questions: list[str], answers: dict[str, np.ndarray] | None = None) -> FeatureFrame:
         frame = space.transform(questions, max_model_rows=rules.max_model_rows, rng=rng)

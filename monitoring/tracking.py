@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from llmops.errors import ConfigError
 from monitoring.monitor import MonitorResult, VersionResult
 from monitoring.report import html_report, markdown_report, write_plots
 
@@ -123,9 +124,12 @@ def log_version(result: MonitorResult, version: VersionResult, rules_file: str, 
             for start in range(0, len(metrics), 1000):
                 client.log_batch(run_id, metrics=metrics[start:start + 1000])
             client.log_artifacts(run_id, str(folder))
-        except BaseException:
+        except BaseException as exc:
             mlflow.end_run("FAILED")
-            client.delete_run(run_id)
+            client.delete_run(run_id)  # a run is whole or absent
+            if isinstance(exc, Exception):
+                raise ConfigError(f"logging the monitor run of {version.label} failed, nothing kept: "
+                                  f"{getattr(exc, 'message', None) or exc}".splitlines()[0]) from exc
             raise
         mlflow.end_run("FINISHED")
     return run_id

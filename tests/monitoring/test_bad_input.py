@@ -180,3 +180,37 @@ def test_log_from_an_fsspec_url_and_a_newer_schema(tmp_path: Path, tracking_uri:
     write_log(newer, QUESTIONS[:60], schema_version=99)
     code, _, err = _run(["--log", str(newer)], capsys)
     assert code == 3 and "schema version 99" in err
+
+
+def test_unregistered_versions_are_monitored_without_skew(tmp_path: Path, tracking_uri: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    location = tmp_path / "log"
+    write_log(location, QUESTIONS[:120], version="7")
+    code, stdout, err = cli(["monitor", "run", "--log", str(location), "--window", "60", "--json", "--dry-run"],
+                            capsys)
+    assert code == 0, err
+    (version,) = json.loads(stdout)["versions"]
+    assert version["skew_reference"] is None and "not in the model registry" in version["notes"][0]
+    assert version["windows"][1]["drift"]["status"] == "ok"
+    code, _, err = cli(["monitor", "run", "--log", str(location), "--model", "models:/unknown/7"], capsys)
+    assert code == 4 and "model models:/unknown/7 not found" in err
+
+
+def test_a_failure_while_logging_leaves_no_run(tmp_path: Path, tracking_uri: str, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The artifact store cannot be written (its folder is a file): one line, and the half-made run is deleted."""
+    import mlflow
+
+    location = tmp_path / "log"
+    write_log(location, QUESTIONS[:120])
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the artifact folder should be", encoding="utf-8")
+    monkeypatch.setenv("LLMOPS_MLFLOW__EXPERIMENT_NAME", "broken-artifacts")
+    monkeypatch.setenv("LLMOPS_MLFLOW__ARTIFACT_LOCATION", (blocker / "artifacts").as_uri())
+    code, _, err = _run(["--log", str(location), "--window", "60"], capsys)
+    assert code == 2 and "logging the monitor run of so-qa-assistant v1 failed, nothing kept" in err
+    experiment = mlflow.get_experiment_by_name("broken-artifacts")
+    assert mlflow.search_runs([experiment.experiment_id], output_format="list") == []
+    deleted = mlflow.search_runs([experiment.experiment_id], output_format="list",
+                                 run_view_type=mlflow.entities.ViewType.DELETED_ONLY)
+    assert len(deleted) == 1 and deleted[0].info.status == "FAILED"

@@ -218,3 +218,22 @@ def test_feedback_count_runs_the_trigger(store: str, tmp_path: Path, capsys: pyt
     assert code == 0 and "trigger: ran" in stdout
     (call,) = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert call["argv"][1:] == ["feedback", "1"] and call["reason"]["feedback_count"] == 30
+
+
+def test_drift_against_the_training_inputs_and_skew_against_a_file(store: str, lineage: dict, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    log = _write(tmp_path, lineage, shifted=True)
+    eval_file = tmp_path / "eval-questions.jsonl"
+    eval_file.write_text("".join(json.dumps({"question": q}) + "\n" for q in lineage["eval"]), encoding="utf-8")
+    code, stdout, err = cli(["monitor", "run", "--log", str(log), "--model", "models:/so-qa-assistant/1",
+                             "--rules", str(_rules(tmp_path, **{"command:": "command: null #"})),
+                             "--drift-reference", "train", "--skew-reference", str(eval_file), "--json",
+                             "--dry-run"], capsys)
+    assert code == 0, err
+    (version,) = json.loads(stdout)["versions"]
+    assert version["skew_reference"]["kind"] == "file" and version["skew_reference"]["rows"] == len(lineage["eval"])
+    assert version["basis"] == "the compared questions together"  # the training inputs are a compared side here
+    first, second = version["windows"]
+    assert first["drift_against"] == second["drift_against"] == f"train {lineage['train_uri']}"
+    assert first["drift"]["n_reference"] == len(lineage["train"])
+    assert second["drift"]["drift"] is True and second["skew"]["drift"] is True
