@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import T0, cli, inference_record, monitor_runs, other_language, write_log
+from helpers import T0, cli, inference_record, monitor_runs, other_language, write_log
 from pools import sample_questions
 
 from llmops.records import INFERENCE_SCHEMA

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
-from conftest import other_language
+from helpers import other_language
 from pools import sample_questions, sample_rows, shared_questions
 
 from monitoring.compare import compare_frames

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import cli, other_language
+from helpers import cli, other_language
 from pools import sample_questions
 
 QUESTIONS = list(sample_questions())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import T0, other_language, write_log
+from helpers import T0, other_language, write_log
 from pools import sample_questions
 from scipy import stats as sps
 
