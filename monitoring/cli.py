@@ -61,16 +61,17 @@ def run_command(
     spec = parse_window(cfg.window)  # every flag and the rule file are checked before MLflow is touched
     rule = load_rules(cfg.rules_file)
     since_at, until_at = _time(since, "--since"), _time(until, "--until")
-    if not dry_run:
-        start(**flags)
-    elif cfg.skew_reference in ("eval", "train") or cfg.drift_reference == "train" or model:
-        import mlflow
+    import mlflow
 
-        mlflow.set_tracking_uri(settings.mlflow.tracking_uri)  # references are read from the registry, nothing logged
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)  # references come from the registry; nothing is made yet
+    if settings.mlflow.registry_uri:
+        mlflow.set_registry_uri(settings.mlflow.registry_uri)
     result = monitor(cfg.log_uri, spec, rule, model_uri=blank_to_none(model), skew=cfg.skew_reference,
                      drift=cfg.drift_reference, since=since_at, until=until_at)
     from monitoring.tracking import log_version
 
+    if not dry_run:
+        start(**flags)  # the experiment is set up only once there is something whole to log
     invocation = uuid.uuid4().hex[:12]
     runs, triggers = {}, []
     for version in result.versions:

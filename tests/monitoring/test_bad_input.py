@@ -35,6 +35,7 @@ def test_empty_or_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         assert code == 3 and err == f"error: inference log {location} holds no records"
     code, _, err = _run([], capsys)
     assert code == 2 and "no inference log" in err
+    assert not (tmp_path / "mlflow.db").exists()  # the tracking store was not even created
     assert monitor_runs() == []
 
 
