@@ -6,7 +6,6 @@ references through the lineage tags the register step writes (`llmops.eval_run_i
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -184,7 +183,3 @@ def check_same_version(reference: Reference, name: str, version: str, served_dig
 def describe_reference(reference: Reference) -> dict[str, Any]:
     return {"kind": reference.kind, "uri": reference.uri, "digest": reference.digest,
             "rows": len(reference.questions)}
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)

@@ -60,10 +60,6 @@ class Window:
     records: pa.Table
 
     @property
-    def key(self) -> str:
-        return f"{self.model_name}/{self.model_version}@{self.start.strftime('%Y-%m-%dT%H:%M:%SZ')}"
-
-    @property
     def questions(self) -> list[str]:
         return questions_of(self.records)
 

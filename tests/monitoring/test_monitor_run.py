@@ -127,6 +127,8 @@ def test_run_reports_skew_drift_and_logs_a_whole_mlflow_run(store: str, lineage:
     assert local.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = Path(client.download_artifacts(run.info.run_id, "report.md", str(tmp_path))).read_text()
     assert "script_share moved" in report and "![timeseries](plots/timeseries.png)" in report
+    page = Path(client.download_artifacts(run.info.run_id, "report.html", str(tmp_path))).read_text()
+    assert page.startswith("<!doctype html>") and "<table>" in page and '<img src="plots/timeseries.png"' in page
     # the examples the feedback component will read: Russian questions drive the alarm
     from monitoring.examples import drift_examples_from_run
 

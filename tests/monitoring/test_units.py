@@ -231,3 +231,11 @@ def test_mask_credentials() -> None:
     assert mask_credentials("s3://key:secret@bucket/log") == "s3://***@bucket/log"
     assert mask_credentials("https://h/log?X-Amz-Signature=abc&x=1") == "https://h/log?X-Amz-Signature=***&x=1"
     assert mask_credentials("/local/path") == "/local/path"
+
+
+def test_html_report_escapes_question_text() -> None:
+    from monitoring.report import html_report
+
+    page = html_report("# Report\n\n| a | b |\n|---|---|\n| <b>x</b> | 1 \\| 2 |\n\n- e.g. '<script>alert(1)</script>'\n")
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "<td>&lt;b&gt;x&lt;/b&gt;</td><td>1 | 2</td>" in page and "<h1>Report</h1>" in page
