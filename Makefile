@@ -42,7 +42,7 @@ $(BIN)/ruff: $(BIN)/python
 	$(BIN)/pip install -q -c requirements.lock -e ".[dev]"
 
 lint: $(BIN)/ruff  ## static checks
-	$(BIN)/ruff check --select F,E9,B,I --ignore I001 llmops projects prompts backends evaluation registry serving tests benchmarks
+	$(BIN)/ruff check --select F,E9,B,I --ignore I001 llmops projects prompts backends evaluation registry serving monitoring tests benchmarks
 
 ui:  ## start the MLflow UI on the local store
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000

@@ -84,6 +84,7 @@ def usage_line(exc: Exception, args: list[str]) -> str:
 def _register_groups() -> None:
     from evaluation.cli import app as eval_app
     from llmops.cli_config import config_app
+    from monitoring.cli import app as monitor_app
     from projects.cli import pipeline_app
     from projects.data.cli import data_app
     from projects.tuning.cli import tune_command
@@ -99,6 +100,7 @@ def _register_groups() -> None:
     app.add_typer(serve_app, name="serve", help="Answer questions with a model loaded by alias.")
     app.add_typer(pipeline_app, name="pipeline", help="The whole loop as MLflow Project steps.")
     app.add_typer(config_app, name="config", help="The effective settings.")
+    app.add_typer(monitor_app, name="monitor", help="Skew, drift and operational metrics over the inference log.")
 
 
 def main(argv: list[str] | None = None) -> None:

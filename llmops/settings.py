@@ -358,6 +358,22 @@ class RegistrySettings(_Section):
     notify_timeout_s: float = Field(default=10.0, gt=0)
 
 
+class MonitoringSettings(_Section):
+    """`llmops monitor`: where the inference log is, the alarm rule file, default windows and references."""
+
+    log_uri: str | None = Field(default=None, description="Inference log: a folder or fsspec URL of Parquet parts.")
+    rules_file: str = Field(default_factory=lambda: str(repo_root() / "monitoring" / "rules.yaml"))
+    window: str = Field(default="1h", description="Window length (1h, 30m, 1d) or records per window (500).")
+    skew_reference: str = Field(default="eval", description="eval | train | none | a JSONL/Parquet file.")
+    drift_reference: str = Field(default="previous", description="previous | first | train | none | a file.")
+    trigger_dir: str = Field(default="outputs/monitoring/triggers", description="Reason files of the trigger.")
+
+    @field_validator("trigger_dir")
+    @classmethod
+    def _absolute_trigger_dir(cls, value: str) -> str:
+        return str(Path(value).expanduser().resolve())
+
+
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Reads the optional YAML config file; a named file that is missing or malformed is an error."""
 
@@ -412,6 +428,7 @@ class Settings(BaseSettings):
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     tuning: TuningSettings = Field(default_factory=TuningSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @classmethod
     def settings_customise_sources(
