@@ -142,13 +142,13 @@ def test_duplicate_ids_are_counted_and_announced(tracking_uri: str, sample_dir: 
             "once; kept one example per question id") in err
     (version,) = (tmp_path / "out").iterdir()
     report = json.loads((version / "validation_report.json").read_text())
-    assert report["duplicates"] == {"repeated_question_ids": 3 * 112, "posts_questions": questions, "posts_answers": 0}
-    assert report["rows"]["after_dedup"] == 112  # as from one copy (the hand-checked sample rows)
-    assert report["rows"]["from_query"] == 4 * 112  # the pairs and the body join each see both copies
+    assert report["duplicates"] == {"repeated_question_ids": 3 * 352, "posts_questions": questions, "posts_answers": 0}
+    assert report["rows"]["after_dedup"] == 352  # as from one copy (the hand-checked sample rows)
+    assert report["rows"]["from_query"] == 4 * 352  # the pairs and the body join each see both copies
     rows = [json.loads(line) for s in ("train", "eval") for line in (version / f"{s}.jsonl").read_text().splitlines()]
-    assert len({r["id"] for r in rows}) == len(rows) == 112
+    assert len({r["id"] for r in rows}) == len(rows) == 352
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
-    assert run.data.metrics["dropped_exact_duplicate"] == 3 * 112
+    assert run.data.metrics["dropped_exact_duplicate"] == 3 * 352
 
 
 def test_zero_rows_show_the_funnel(tracking_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
