@@ -156,13 +156,13 @@ def test_zero_rows_show_the_funnel(tracking_uri: str, tmp_path: Path, capsys: py
                         capsys)
     assert code == 3
     (line,) = [line for line in err.splitlines() if line.startswith("error:")]
-    assert line.startswith("error: zero examples: the query returned 0 row(s); funnel: questions 200 -> with an "
+    assert line.startswith("error: zero examples: the query returned 0 row(s); funnel: questions 446 -> with an "
                            "accepted answer id ")
     assert "-> tag matches 0 -> answer date passes the cutoff 0 -> question date in the window 0" in line
     code, _, err = _cli(["data", "prepare", "--answer-date-cutoff", "2099-01-01", "--output-dir",
                          str(tmp_path / "o")], capsys)
-    assert code == 3 and ("funnel: questions 200 -> with an accepted answer id 179 -> accepted answer present 179 "
-                          "-> tag matches 149 -> answer date passes the cutoff 0 -> question date in the window 0") in err
+    assert code == 3 and ("funnel: questions 446 -> with an accepted answer id 419 -> accepted answer present 419 "
+                          "-> tag matches 389 -> answer date passes the cutoff 0 -> question date in the window 0") in err
 
 
 def test_duplicate_ids_resolved_by_the_step_are_counted(tmp_path: Path) -> None:
