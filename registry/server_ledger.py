@@ -124,7 +124,8 @@ _SESSION: contextvars.ContextVar[Any] = contextvars.ContextVar("llmops_registry_
 
 
 def reentrant(maker: Any) -> Any:
-    """MLflow's session maker, but a nested use inside one of our transactions joins it."""
+    """MLflow's session maker, but a use inside one of *our* transactions (`LedgeredRegistry._transaction`)
+    joins it; every other use opens its own session as before."""
 
     @contextlib.contextmanager
     def managed(read_only: bool = True) -> Iterator[Any]:
@@ -133,12 +134,9 @@ def reentrant(maker: Any) -> Any:
             yield current
             return
         with maker(read_only=read_only) as session:
-            token = _SESSION.set(session)
-            try:
-                yield session
-            finally:
-                _SESSION.reset(token)
+            yield session
 
+    managed.llmops_base = maker
     return managed
 
 
@@ -148,6 +146,16 @@ class LedgeredRegistry:
     llmops_rights: Any = None
 
     # -- plumbing ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """One write transaction that MLflow's own method calls inside it join."""
+        with self.ManagedSessionMaker.llmops_base(read_only=False) as session:
+            token = _SESSION.set(session)
+            try:
+                yield session
+            finally:
+                _SESSION.reset(token)
+
     def _ensure_lock(self, name: str) -> None:
         try:
             with self.engine.begin() as conn:
@@ -223,7 +231,7 @@ class LedgeredRegistry:
     def set_registered_model_alias(self, name: str, alias: str, version: Any) -> None:
         ctx = current_context()
         self._ensure_lock(name)
-        with self.ManagedSessionMaker(read_only=False) as session:
+        with self._transaction() as session:
             self._lock(session, name)
             current = self._aliases(session, name).get(alias)
             self._check_expected(name, alias, current, ctx)
@@ -233,7 +241,7 @@ class LedgeredRegistry:
     def delete_registered_model_alias(self, name: str, alias: str) -> None:
         ctx = current_context()
         self._ensure_lock(name)
-        with self.ManagedSessionMaker(read_only=False) as session:
+        with self._transaction() as session:
             self._lock(session, name)
             current = self._aliases(session, name).get(alias)
             self._check_expected(name, alias, current, ctx)
@@ -245,7 +253,7 @@ class LedgeredRegistry:
     def delete_model_version(self, name: str, version: Any) -> None:
         ctx = current_context()
         self._ensure_lock(name)
-        with self.ManagedSessionMaker(read_only=False) as session:
+        with self._transaction() as session:
             self._lock(session, name)
             held = self._aliases(session, name, int(version)) if str(version).isdigit() else {}
             self._check_cascade(session, ctx, name, held, "delete")
@@ -257,7 +265,7 @@ class LedgeredRegistry:
     def delete_registered_model(self, name: str) -> None:
         ctx = current_context()
         self._ensure_lock(name)
-        with self.ManagedSessionMaker(read_only=False) as session:
+        with self._transaction() as session:
             self._lock(session, name)
             held = self._aliases(session, name)
             self._check_cascade(session, ctx, name, held, "delete")
@@ -270,7 +278,7 @@ class LedgeredRegistry:
         ctx = current_context()
         self._ensure_lock(name)
         self._ensure_lock(new_name)
-        with self.ManagedSessionMaker(read_only=False) as session:
+        with self._transaction() as session:
             self._lock(session, name, new_name)
             held = self._aliases(session, name)
             self._check_cascade(session, ctx, name, held, "rename")
@@ -482,3 +490,5 @@ def register_endpoints(flask_app: Any, judge: Any) -> None:
         ("/api/2.0/llmops/server/routes", routes, ["GET"], "llmops_routes"),
     ):
         flask_app.add_url_rule(path, endpoint, view, methods=methods)
+        for method in methods:  # MLflow fails closed on routes it has no validator for; ours judge themselves
+            auth.BEFORE_REQUEST_VALIDATORS[(path, method)] = auth._allow_authenticated
