@@ -45,6 +45,7 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 GUARD_HEADER = "X-Llmops-Guard"
 EXPLAIN_HEADER = "X-Llmops-Explain"
 API_PATH = re.compile(r"^/(?:ajax-)?api/")
+REPO_POLICY = str(__import__("pathlib").Path(__file__).with_name("policy.yaml"))
 
 
 @dataclass(frozen=True)
@@ -500,6 +501,16 @@ def _delete_logged_model(call: Call) -> Verdict:
     return call.judge.artifact_write(location, f"deleting logged model {model_id}")
 
 
+def _signup_form(call: Call) -> Verdict:
+    """basic-auth's user sign-up form (`POST /api/2.0/mlflow/users/create-ui`, a lambda view, form data)."""
+    from flask import request
+
+    if not request.path.endswith("/mlflow/users/create-ui"):
+        return refuse("unknown-endpoint", 403, f"{request.method} {request.path} is not a route this server's "
+                                               "policy knows (deny by default)")
+    return allow("mlflow-permissions")
+
+
 def _json_body(rule: str) -> Callable[[Call], Verdict]:
     """Routes MLflow's own permissions decide: only the unambiguous-body rule applies."""
 
@@ -565,6 +576,7 @@ FLASK_RULES: dict[str, Callable[[Call], Verdict]] = {
     "serve_upload_artifact": _run_upload,
     "_create_presigned_upload_url": _presigned_upload,
     "_delete_logged_model": _delete_logged_model,
+    "<lambda>": _signup_form,
 }
 # Endpoints whose handler reads the query string (or a raw, non-JSON body) by design.
 QUERY_READERS = frozenset({"serve_upload_artifact"})
@@ -601,7 +613,7 @@ def judge_flask_request(judge: Judge) -> Verdict | None:
         return None
     endpoint = request.endpoint
     if endpoint in OWN_ENDPOINTS:
-        return None
+        return allow("llmops-api")  # the view judges its caller itself
     rule = FLASK_RULES.get(endpoint or "")
     if rule is None:
         return refuse("unknown-endpoint", 403, f"{request.method} {request.path} is not a route this server's "
