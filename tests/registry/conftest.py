@@ -249,34 +249,37 @@ class Team:
                 "LLMOPS_REGISTRY__POLICY_FILE": str(self.policy), "LLMOPS_MLFLOW__EXPERIMENT_NAME": "llmops"}
 
     def snapshot(self, *names: str) -> dict:
-        """Everything a bypass could change: aliases, versions (stage, source, tags), model tags, prompt
-        templates, every artifact file's hash, ledger and approval rows."""
+        """Everything a bypass could change, read from the database itself: models, aliases, versions (stage,
+        source, storage), version and model tags (a prompt's template is a version tag), every artifact
+        file's hash, ledger and approval rows."""
         import hashlib
 
-        from sqlalchemy import text
+        from sqlalchemy import bindparam, text
 
-        names = names or (GUARDED_MODEL, GUARDED_PROMPT)
+        names = list(names or (GUARDED_MODEL, GUARDED_PROMPT))
+        queries = {
+            "models": "SELECT name FROM registered_models WHERE name IN :n ORDER BY 1",
+            "aliases": "SELECT name, alias, version FROM registered_model_aliases WHERE name IN :n ORDER BY 1, 2",
+            "versions": "SELECT name, version, current_stage, source, storage_location, run_id FROM model_versions "
+                        "WHERE name IN :n ORDER BY 1, 2",
+            "version_tags": "SELECT name, version, key, value FROM model_version_tags WHERE name IN :n "
+                            "ORDER BY 1, 2, 3",
+            "model_tags": "SELECT name, key, value FROM registered_model_tags WHERE name IN :n ORDER BY 1, 2",
+            "ledger": "SELECT id, model_name, alias, from_version, to_version, actor FROM llmops_alias_moves "
+                      "ORDER BY id",
+            "approvals": "SELECT model_name, version, approver FROM llmops_approvals ORDER BY id",
+        }
         state: dict = {}
-        with self.as_user("admin"):
-            client = self.client()
-            for name in names:
-                try:
-                    model = client.get_registered_model(name)
-                except Exception:  # noqa: BLE001 - a deleted model is a change the comparison shows
-                    state[name] = None
-                    continue
-                versions = client.search_model_versions(f"name = '{name}'")
-                state[name] = {
-                    "aliases": dict(model.aliases), "tags": dict(model.tags),
-                    "versions": sorted((v.version, v.current_stage, v.source, getattr(v, "storage_location", None),
-                                        tuple(sorted(v.tags.items()))) for v in versions)}
+        with self.engine().connect() as conn:
+            for key, sql in queries.items():
+                query = text(sql)
+                if ":n" in sql:
+                    query = query.bindparams(bindparam("n", expanding=True))
+                    state[key] = [tuple(r) for r in conn.execute(query, {"n": names})]
+                else:
+                    state[key] = [tuple(r) for r in conn.execute(query)]
         state["artifacts"] = {str(p.relative_to(self.artifacts)): hashlib.sha256(p.read_bytes()).hexdigest()
                               for p in sorted(self.artifacts.rglob("*")) if p.is_file()}
-        with self.engine().connect() as conn:
-            state["ledger"] = [tuple(r) for r in conn.execute(text(
-                "SELECT id, model_name, alias, from_version, to_version, actor FROM llmops_alias_moves ORDER BY id"))]
-            state["approvals"] = [tuple(r) for r in conn.execute(text(
-                "SELECT model_name, version, approver FROM llmops_approvals ORDER BY id"))]
         return state
 
     def log_version(self, name: str, tags: dict[str, str] | None = None) -> str:
