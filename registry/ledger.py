@@ -430,7 +430,11 @@ class RemoteLedger:
 
     # -- approvals -----------------------------------------------------------------------------------
     def approve(self, name: str, version: str, approver: str | None, note: str | None) -> Approval:
-        """Recorded by the server for the authenticated user; `approver` is only compared with it."""
+        """Recorded by the server for the authenticated user; `approver`, when given, must be that user."""
+        user = getattr(self.get_host_creds(), "username", None)
+        if approver and approver.strip() and user and approver.strip() != user:
+            raise ConfigError(f"--by {approver!r} is not you: the server records approvals as the authenticated "
+                              f"user ({user!r})")
         response = self._call("POST", f"{API}/approvals", what=f"record an approval of {name} v{version}",
                               json={"name": name, "version": str(version), "note": note or ""})
         approval = _approval_from_dict(response.json()["approval"])
