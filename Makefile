@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= dev,gcp,hf,embeddings,auth
+EXTRAS ?= dev,gcp,hf,embeddings,auth,team
 DB     := $(CURDIR)/mlflow.db
 QUESTION ?= How do I check whether a file exists in Python?
 

@@ -28,11 +28,13 @@ def _root(
 
 def _register_groups() -> None:
     from evaluation.cli import app as eval_app
+    from llmops.gc_cli import gc_command
     from projects.cli import pipeline_app
     from projects.data.cli import data_app
     from projects.tuning.cli import tune_command
     from prompts.cli import app as prompts_app
     from registry.cli import app as registry_app
+    from registry.server_cli import server_app
     from serving.cli import app as serve_app
 
     app.add_typer(data_app, name="data", help="Data preparation from the warehouse.")
@@ -42,6 +44,8 @@ def _register_groups() -> None:
     app.add_typer(registry_app, name="registry", help="Registered model versions and aliases.")
     app.add_typer(serve_app, name="serve", help="Answer questions with a model loaded by alias.")
     app.add_typer(pipeline_app, name="pipeline", help="The whole loop as MLflow Project steps.")
+    app.add_typer(server_app, name="server", help="The team tracking server (PostgreSQL + llmops-auth).")
+    app.command("gc", help="Mark runs of killed processes FAILED; remove orphan dataset and .tmp folders.")(gc_command)
 
 
 def main(argv: list[str] | None = None) -> None:

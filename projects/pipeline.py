@@ -116,9 +116,11 @@ def run_pipeline(settings: Settings, promote_to: str = "staging", log: Callable[
     """Run the loop; returns the registered model name, version and the alias it now holds."""
     import mlflow
 
+    from llmops.gc import collect_garbage
     from llmops.tracking import configure_mlflow
 
     experiment_id = configure_mlflow(settings)
+    collect_garbage(settings, log=log)  # what killed steps left behind: RUNNING runs, orphan folders
     export_settings(settings)
     with mlflow.start_run(run_name="pipeline") as parent:
         driver = Driver(settings, experiment_id, log)
