@@ -22,6 +22,7 @@ from evaluation.scorers import METRICS, build_scorers
 from evaluation.stats import Interval, bootstrap_mean
 from llmops.errors import BackendError, ConfigError, NotFoundError
 from llmops.tracking import download, log_dataset_input
+from llmops.secrets import mask_urls
 
 ROWS_ARTIFACT = "eval/rows.json"
 ROW_TAG = "llmops.row_id"
@@ -185,11 +186,11 @@ def evaluate_target(target: Target, dataset: EvalDataset, *, settings: Any, judg
     run = mlflow.active_run()
     if run is None:
         raise ConfigError("evaluate_target needs an active MLflow run")
-    mlflow.log_params({
+    mlflow.log_params(mask_urls({
         **target.params, **(extra_params or {}), "eval_uri": dataset.uri, "eval_digest": dataset.digest,
         "n_eval": len(dataset.rows), "judge_model": judge_model or "none", "scorers": ",".join(names),
         "similarity": cfg.similarity, "price_model": cfg.price_model,
-    })
+    }))
     _log_eval_input(dataset)
 
     @mlflow.trace(name="qa_chain", span_type="CHAIN")

@@ -63,7 +63,8 @@ def _probe_sqlite(path: Path, uri: str) -> None:
         return
     try:
         with sqlite3.connect(str(path), timeout=SQLITE_LOCK_WAIT_S) as conn:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")  # waits for (then takes) the write lock
+            conn.execute("CREATE TABLE llmops_write_probe (x)")  # a read-only file fails here
             conn.execute("ROLLBACK")
     except sqlite3.OperationalError as exc:
         text = str(exc)

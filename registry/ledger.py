@@ -285,7 +285,11 @@ def open_ledger(ledger_uri: str | None, client: Any = None) -> Ledger | RemoteLe
         raise ConfigError(f"registry.ledger_uri ({ledger_uri}) is no longer used: the ledger lives beside the "
                           f"registry ({registry_uri}); with a tracking server the server records it. Unset it.")
     if isinstance(store, SqlAlchemyStore):
-        return Ledger(store.engine, client, store=store)
+        try:
+            return Ledger(store.engine, client, store=store)
+        except SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", exc)).splitlines()[0]
+            raise ConfigError(f"cannot create the alias ledger in {registry_uri}: {reason}") from exc
     if hasattr(store, "get_host_creds"):
         return RemoteLedger(store.get_host_creds, registry_uri)
     raise ConfigError(f"the alias ledger needs a SQL store or an llmops-auth tracking server; the registry "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.errors import ConfigError, NotFoundError
+from llmops.secrets import mask_urls
 from llmops.settings import Settings, load_settings, repo_root
 from llmops.tracking import download, get_run
 from prompts.registry import PinnedPrompt, load_pinned
@@ -141,13 +142,13 @@ def register_chain(model_name: str, tune_run_id: str, eval_run_id: str, alias: s
 
             artifacts["grounding"] = str(GroundingIndex.fit(read_examples(train_uri)).save(Path(tmp) / "grounding"))
         mlflow.log_params({f"bundle.{k}": v for k, v in bundle.items()})
-        mlflow.log_params({**consistency.as_params(), "prompt_uri": prompt_uri})
+        mlflow.log_params(mask_urls({**consistency.as_params(), "prompt_uri": prompt_uri}))
         mlflow.set_tag("llmops.consistency", consistency.outcome)
         info = mlflow.pyfunc.log_model(
             name="model",
             python_model=str(root / CHAIN_FILE),
             artifacts=artifacts,
-            model_config=model_config,
+            model_config=mask_urls(model_config),  # a provider URL's credentials never reach MLmodel
             code_paths=[str(root / pkg) for pkg in CODE_PACKAGES],
             pip_requirements=requirements,
             signature=ModelSignature(inputs=Schema([ColSpec("string", "question")])),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmops.settings import repo_root
+from llmops.secrets import mask_urls
 from projects.tuning.common import TuningData
 
 CODE_PACKAGES = ("llmops", "backends", "prompts")
@@ -56,7 +57,8 @@ def register_tuned_chain(*, model_name: str, chain_file: Path, data: TuningData,
         name="model",
         python_model=str(chain_file),
         artifacts=artifacts or None,
-        model_config={**prompt.as_config(), **model_config, "registered_model_name": model_name, "chain": chain},
+        model_config=mask_urls({**prompt.as_config(), **model_config, "registered_model_name": model_name,
+                                "chain": chain}),
         code_paths=[str(root / pkg) for pkg in CODE_PACKAGES],
         pip_requirements=BASE_REQUIREMENTS + extra_requirements,
         signature=ModelSignature(inputs=Schema([ColSpec("string", "question")])),

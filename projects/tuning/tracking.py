@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from projects.tuning.common import TuningData
+from llmops.secrets import mask_urls
 
 FAILURE_TAG = "llmops.failure_reason"
 _BATCH = 1000  # MLflow's log_batch limit on metrics per call
@@ -99,9 +100,10 @@ def log_tuning_inputs(backend: str, base_model: str, hyperparams: Mapping[str, A
     }
     if seed is not None:
         params["tuning.seed"] = seed
-    mlflow.log_params(params)
-    mlflow.set_tags({"llmops.step": "tune", "llmops.tuning_backend": backend, "llmops.dataset_digest": data.digest,
-                     "llmops.eval_uri": data.eval_uri, "llmops.train_uri": data.train_uri})
+    mlflow.log_params(mask_urls(params))
+    mlflow.set_tags(mask_urls({"llmops.step": "tune", "llmops.tuning_backend": backend,
+                               "llmops.dataset_digest": data.digest, "llmops.eval_uri": data.eval_uri,
+                               "llmops.train_uri": data.train_uri}))
     log_dataset_inputs(data)
 
 
