@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Every step is a new Python process: let it reuse compiled bytecode.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup setup-all demo test lint ui clean
+.PHONY: help setup setup-all demo test lint ui team clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ test: setup-all  ## run the test suite
 
 lint:  ## static checks
 	$(BIN)/ruff check --select F,E9,B,I --ignore I001 llmops projects prompts backends evaluation registry serving tests benchmarks
+
+team: setup-all  ## the team tracking server: PostgreSQL + `mlflow server --app-name llmops-auth` (Ctrl-C stops)
+	$(BIN)/llmops server start --team --data-dir $(CURDIR)/.llmops-team --port $(or $(PORT),5000)
 
 ui:  ## start the MLflow UI on the local store
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
