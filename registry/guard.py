@@ -129,6 +129,7 @@ class Judge:
         self.policy_file = policy_file
         self.namespace = sorted({*policy.aliases, *self.rights.models, *self.rights.prompts})
         self.native: list = []
+        self._resolved: dict[str, str] = {}  # a version's source resolves to the same location forever
 
     # stores, resolved lazily (the server process configures them from its environment)
     @staticmethod
@@ -194,7 +195,17 @@ class Judge:
         return found
 
     def _resolve(self, uri: str) -> str:
-        """runs:/ and models:/m-... sources -> the artifact location they name."""
+        """runs:/ and models:/m-... sources -> the artifact location they name (memoized per worker)."""
+        if uri in self._resolved:
+            return self._resolved[uri]
+        resolved = self._resolve_now(uri)
+        if resolved != uri:  # a lookup that failed is tried again next time
+            if len(self._resolved) > 100_000:
+                self._resolved.clear()
+            self._resolved[uri] = resolved
+        return resolved
+
+    def _resolve_now(self, uri: str) -> str:
         from mlflow.exceptions import MlflowException
 
         try:
