@@ -752,9 +752,9 @@ class NativeRouteGuard:
         if rule is None:
             return refuse("unknown-endpoint", 403, f"{scope['method']} {scope['path']} is not a route this "
                                                    "server's policy knows (deny by default)")
-        if scope.get("query_string"):
-            return refuse("ambiguous-request", 400, "a mutating request must not carry a query string")
         if rule == "artifact-write":
+            if scope.get("query_string"):
+                return refuse("ambiguous-request", 400, "an artifact upload must not carry a query string")
             from mlflow.utils.uri import validate_path_is_safe
 
             try:
