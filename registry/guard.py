@@ -100,12 +100,17 @@ def location_key(uri: str, destination: str | None) -> str | None:
     scheme = parsed.scheme.lower()
     if scheme == "mlflow-artifacts" or scheme == "proxy":
         if destination is None:
-            return "mlflow-artifacts:" + posixpath.normpath("/" + unquote(parsed.path)).rstrip("/")
+            return "mlflow-artifacts:" + _norm(unquote(parsed.path))
         return location_key(_join(destination, unquote(parsed.path)), None)
     if scheme in ("", "file") or (len(scheme) == 1 and uri[1:3] == ":\\"):
         path = unquote(parsed.path) if scheme == "file" else uri
-        return "file:" + posixpath.normpath(posixpath.join("/", path)).rstrip("/")
-    return f"{scheme}://{parsed.netloc}" + posixpath.normpath("/" + unquote(parsed.path)).rstrip("/")
+        return "file:" + _norm(path)
+    return f"{scheme}://{parsed.netloc}" + _norm(unquote(parsed.path))
+
+
+def _norm(path: str) -> str:
+    """An absolute POSIX path without `.`, `..`, repeated or trailing slashes ('' for the root)."""
+    return posixpath.normpath("/" + path.lstrip("/")).rstrip("/")
 
 
 def _join(base: str, relative: str) -> str:
