@@ -6,8 +6,10 @@
   on this host that no longer exists is marked FAILED, with `llmops.gc.reason` saying why. Runs owned on
   another host, or with no owner recorded, are left alone and counted.
 * **dataset folders** in `data.output_dir` (`<created>-<digest>`, as the data step writes them) that no
-  FINISHED run names in `llmops.dataset_dir` are removed - unless a data step is still running (alive or
-  not decidable), which may be about to tag the folder it just wrote.
+  FINISHED run names in `llmops.dataset_dir` are removed when every run of this tracking store that logged
+  their digest (param `dataset_digest`) failed or was just marked FAILED. A folder no run of this store
+  wrote (another store sharing the folder, or a kill before the first param) and one whose writer is still
+  running are kept and reported.
 * **`.tmp` folders** left by `llmops.fsutil.atomic_path` (`.<name>.<host>-<pid>.<random>.tmp`) whose process is
   gone; an older one without an owner in its name only after `TMP_GRACE_S`.
 
@@ -102,7 +104,6 @@ def collect(output_dir: Path, extra_dirs: Iterable[Path] = (), dry_run: bool = F
     client = MlflowClient()
     report = GcReport(dry_run)
     skip = set(skip_run_ids)
-    data_step_running = None
     for run in _running_runs(client):
         if run.info.run_id in skip:
             continue
@@ -114,20 +115,42 @@ def collect(output_dir: Path, extra_dirs: Iterable[Path] = (), dry_run: bool = F
                 client.set_terminated(run.info.run_id, "FAILED")
             continue
         report.kept_runs.append((run.info.run_id, state.reason))
-        if run.data.tags.get("llmops.step") == "prepare_data" or run.info.run_name == "prepare_data":
-            data_step_running = f"data step run {run.info.run_id} is RUNNING ({state.reason})"
     output_dir = Path(output_dir)
     if output_dir.is_dir():
         referenced = _dataset_refs(client)
+        failed_now = {run_id for run_id, _ in report.failed_runs}
         for entry in sorted(output_dir.iterdir()):
-            if entry.is_dir() and DATASET_DIR.match(entry.name) and entry.name not in referenced:
-                if data_step_running:
-                    report.kept.append((entry, f"no finished run names it, but {data_step_running}"))
-                    continue
+            if not (entry.is_dir() and DATASET_DIR.match(entry.name)) or entry.name in referenced:
+                continue
+            verdict = _writer_verdict(client, entry.name.split("-", 1)[1], failed_now)
+            if verdict is None:
                 _remove(entry, report)
+            else:
+                report.kept.append((entry, verdict))
     for folder in {output_dir, *map(Path, extra_dirs)}:
         _collect_tmp(folder, report)
     return report
+
+
+def _writer_verdict(client, digest: str, failed_now: set[str]) -> str | None:
+    """None when the folder's writers (runs of this store that logged its digest) all failed; else why not."""
+    from mlflow.entities import ViewType
+
+    safe = digest.replace("'", "")
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    writers = []
+    for start in range(0, len(experiments), 100):
+        writers += client.search_runs(experiments[start:start + 100], f"params.dataset_digest = '{safe}'",
+                                      run_view_type=ViewType.ALL, max_results=1000)
+    if not writers:
+        return "no run of this tracking store wrote it (another store's, or killed before logging)"
+    for run in writers:
+        status = "FAILED" if run.info.run_id in failed_now else run.info.status
+        if status == "RUNNING":
+            return f"run {run.info.run_id} that writes it is still running ({liveness(run.data.tags).reason})"
+        if status == "FINISHED":
+            return f"run {run.info.run_id} finished with it"
+    return None
 
 
 def _collect_tmp(folder: Path, report: GcReport) -> None:

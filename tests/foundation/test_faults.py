@@ -104,6 +104,10 @@ mlflow.set_tracking_uri(sys.argv[1])
 mlflow.set_experiment("llmops")
 with mlflow.start_run(run_name="prepare_data") as run:
     mlflow.set_tag("llmops.step", "prepare_data")
+    with atomic_path(Path(sys.argv[2]) / "20260105T000000Z-written") as done:  # renamed into place
+        done.mkdir()
+        (done / "train.jsonl").write_text("z" * 2000)
+    mlflow.log_param("dataset_digest", "written")  # then killed before the tags that name the folder
     with atomic_path(Path(sys.argv[2]) / "20260101T000000Z-partial") as tmp:
         tmp.mkdir()
         (tmp / "train.jsonl").write_text("x" * 1000)
@@ -134,8 +138,9 @@ def test_gc_marks_runs_of_killed_processes_failed_and_removes_orphans(tracking_u
     assert run.data.tags[HOST_TAG] == socket.gethostname()
     tmp_left = [p for p in out.iterdir() if p.name.endswith(".tmp")]
     assert len(tmp_left) == 1 and f"-{victim.pid}." in tmp_left[0].name
-    orphan, kept = out / "20260102T000000Z-orphan", out / "20260103T000000Z-kept"
-    for folder in (orphan, kept):
+    orphan, kept = out / "20260105T000000Z-written", out / "20260103T000000Z-kept"
+    foreign = out / "20260106T000000Z-foreign"  # no run of this store wrote it: another store's, kept
+    for folder in (kept, foreign):
         folder.mkdir()
         (folder / "train.jsonl").write_text("y" * 4096)
     mlflow.set_experiment("llmops")
@@ -158,7 +163,8 @@ def test_gc_marks_runs_of_killed_processes_failed_and_removes_orphans(tracking_u
     failed = client.get_run(killed_run)
     assert failed.info.status == "FAILED" and "is gone" in failed.data.tags["llmops.gc.reason"]
     assert client.get_run(alive.info.run_id).info.status == "RUNNING"
-    assert not orphan.exists() and not tmp_left[0].exists() and kept.exists()
+    assert not orphan.exists() and not tmp_left[0].exists() and kept.exists() and foreign.exists()
+    assert f"kept {foreign}: no run of this tracking store wrote it" in done.stdout
     assert client.get_run(finished.info.run_id).info.status == "FINISHED"
     again = _llmops("gc", env=env, timeout=120)
     assert "gc: 0 run(s) marked FAILED, 0 folder(s) removed" in again.stdout
@@ -187,9 +193,9 @@ def test_a_folder_a_running_data_step_may_still_tag_is_kept(tracking_uri: str, t
     (out / "20260104T000000Z-writing").mkdir(parents=True)
     mlflow.set_experiment("llmops")
     with mlflow.start_run(run_name="prepare_data"):
-        mlflow.set_tag("llmops.step", "prepare_data")
+        mlflow.log_param("dataset_digest", "writing")
         report = collect(out, skip_run_ids=[])
-    assert report.removed == [] and "is RUNNING" in report.kept[0][1]
+    assert report.removed == [] and "still running" in report.kept[0][1]
 
 
 # -- credentials in URLs ---------------------------------------------------------------------------------------
