@@ -31,7 +31,7 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
 PROBE_TIMEOUT_S = 5.0
-SQLITE_LOCK_WAIT_S = 5.0
+SQLITE_LOCK_WAIT_S = 20.0  # as long as MLflow itself waits (busy_timeout 20000): never stricter
 
 
 def probe_store(uri: str) -> None:
