@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= dev,gcp,hf,embeddings,auth
+EXTRAS ?= dev,gcp,hf,embeddings,auth,team
 DB     := $(CURDIR)/mlflow.db
 QUESTION ?= How do I check whether a file exists in Python?
 
@@ -11,7 +11,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Every step is a new Python process: let it reuse compiled bytecode.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: help setup setup-all demo test test-fast lint ui clean
+.PHONY: help setup setup-all demo test test-fast lint ui team clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ $(BIN)/ruff: $(BIN)/python
 
 lint: $(BIN)/ruff  ## static checks
 	$(BIN)/ruff check --select F,E9,B,I --ignore I001 llmops projects prompts backends evaluation registry serving monitoring tests benchmarks
+
+team: setup-all  ## the team tracking server: PostgreSQL + `mlflow server --app-name llmops-auth` (Ctrl-C stops)
+	$(BIN)/llmops server start --team --data-dir $(CURDIR)/.llmops-team --port $(or $(PORT),5000)
 
 ui:  ## start the MLflow UI on the local store
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000

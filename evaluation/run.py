@@ -32,6 +32,7 @@ from evaluation.dataset import EvalDataset, load_eval_dataset
 from evaluation.scorers import METRICS, build_scorers
 from evaluation.stats import Interval, bootstrap_mean
 from llmops.errors import BackendError, ConfigError, NotFoundError
+from llmops.secrets import mask_urls
 from llmops.tracking import log_dataset_input
 
 ROWS_ARTIFACT = "eval/rows.json"
@@ -286,7 +287,7 @@ def evaluate_target(target: Target, dataset: EvalDataset, *, settings: Any, judg
               **dataset.identity.as_params(), "n_eval": len(dataset.rows), "judge_model": judge_model or "none",
               "scorers": ",".join(names), "similarity": cfg.similarity, "price_model": cfg.price_model,
               "abstain_value": abstain_value, "baseline_draws": BASELINE_DRAWS if target.train_answers else 0}
-    mlflow.log_params({k: v for k, v in params.items() if v not in ("", None)})
+    mlflow.log_params(mask_urls({k: v for k, v in params.items() if v not in ("", None)}))
     _log_eval_input(dataset)
 
     @mlflow.trace(name="qa_chain", span_type="CHAIN")

@@ -85,11 +85,13 @@ def _register_groups() -> None:
     from evaluation.cli import app as eval_app
     from llmops.cli_config import config_app
     from monitoring.cli import app as monitor_app
+    from llmops.gc_cli import gc_command
     from projects.cli import pipeline_app
     from projects.data.cli import data_app
     from projects.tuning.cli import tune_command
     from prompts.cli import app as prompts_app
     from registry.cli import app as registry_app
+    from registry.server_cli import server_app
     from serving.cli import app as serve_app
 
     app.add_typer(data_app, name="data", help="Data preparation from the warehouse.")
@@ -101,6 +103,8 @@ def _register_groups() -> None:
     app.add_typer(pipeline_app, name="pipeline", help="The whole loop as MLflow Project steps.")
     app.add_typer(config_app, name="config", help="The effective settings.")
     app.add_typer(monitor_app, name="monitor", help="Skew, drift and operational metrics over the inference log.")
+    app.add_typer(server_app, name="server", help="The team tracking server (PostgreSQL + llmops-auth).")
+    app.command("gc", help="Mark runs of killed processes FAILED; remove orphan dataset and .tmp folders.")(gc_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,6 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+def host_tag() -> str:
+    """8 hex characters naming this host in temporary names (hostnames may contain dots)."""
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside `target`; rename it onto `target` only if the block succeeds.
@@ -19,7 +27,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    # the owner in the name (host hash, pid) lets `llmops gc` remove it once its process is gone (kill -9)
+    owner = f"{host_tag()}-{os.getpid()}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{owner}.", suffix=".tmp", dir=target.parent))
     inner = tmp / target.name
     try:
         yield inner

@@ -71,3 +71,14 @@ def mask_secrets(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         return mask_text(value)
     return value
+
+
+def mask_urls(value: Any) -> Any:
+    """`mask_text` applied to every string inside dicts, lists and tuples (params, tags, a model's config)."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, Mapping):
+        return {k: mask_urls(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(mask_urls(v) for v in value)
+    return value

@@ -349,7 +349,8 @@ class RegistrySettings(_Section):
 
     policy_file: str = Field(default_factory=lambda: str(repo_root() / "registry" / "policy.yaml"))
     ledger_uri: str | None = Field(
-        default=None, description="SQLAlchemy URL of the alias ledger; default: the tracking database itself.")
+        default=None, description="No longer used: the ledger lives beside the registry (embedded) or on the team "
+                                  "server; any other value is refused.")
     smoke_budget_ms: float = Field(default=5000.0, gt=0, description="Per smoke question, in the fresh process.")
     smoke_timeout_s: float = Field(default=180.0, gt=0, description="Whole infra validation, load included.")
     actor: str | None = Field(default=None, description="Who moves aliases; default: MLFLOW_TRACKING_USERNAME or OS user.")

@@ -21,18 +21,85 @@ def _default_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+# MLflow's own defaults retry a dead server for about 250 s (7 retries, backoff factor 2, 120 s timeout).
+# A command should fail within 30 s with one line: fewer, shorter retries, and one probe before anything else.
+# Values already in the environment win.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+PROBE_TIMEOUT_S = 5.0
+SQLITE_LOCK_WAIT_S = 20.0  # as long as MLflow itself waits (busy_timeout 20000): never stricter
+
+
+def probe_store(uri: str) -> None:
+    """One quick look at the store before MLflow's retries get a chance to hang: a tracking server that does
+    not answer, or a SQLite file that cannot be written or stays locked, is one ConfigError line."""
+    from llmops.secrets import mask_url
+
+    if uri.startswith(("http://", "https://")):
+        import httpx
+
+        try:
+            httpx.get(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"cannot use MLflow tracking store {mask_url(uri)}: the server does not answer "
+                              f"({reason})") from exc
+        return
+    if uri.startswith("sqlite:///") and ":memory:" not in uri:
+        _probe_sqlite(Path(uri.removeprefix("sqlite:///").split("?", 1)[0]), uri)
+
+
+def _probe_sqlite(path: Path, uri: str) -> None:
+    import sqlite3
+
+    if not path.exists():
+        parent = path.parent
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise ConfigError(f"cannot use MLflow tracking store {uri}: folder {parent} is missing or read-only")
+        return
+    try:
+        with sqlite3.connect(str(path), timeout=SQLITE_LOCK_WAIT_S) as conn:
+            conn.execute("BEGIN IMMEDIATE")  # waits for (then takes) the write lock
+            conn.execute("CREATE TABLE llmops_write_probe (x)")  # a read-only file fails here
+            conn.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            problem = f"the database is locked by another process (waited {SQLITE_LOCK_WAIT_S:.0f} s)"
+        elif "readonly" in text or "read-only" in text or "unable to open" in text:
+            problem = "the database is read-only"
+        else:
+            problem = text
+        raise ConfigError(f"cannot use MLflow tracking store {uri}: {problem}") from exc
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"cannot use MLflow tracking store {uri}: {exc}") from exc
+
+
 def configure_mlflow(settings: Settings) -> str:
     """Set URIs and the active experiment; returns the experiment id."""
+    from llmops.runowner import claim
+    from llmops.secrets import mask_url
+
     cfg = settings.mlflow
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    probe_store(cfg.tracking_uri)
+    if cfg.registry_uri and cfg.registry_uri != cfg.tracking_uri:
+        probe_store(cfg.registry_uri)
     mlflow.set_tracking_uri(cfg.tracking_uri)
     if cfg.registry_uri:
         mlflow.set_registry_uri(cfg.registry_uri)
     try:
         attached = os.environ.get("MLFLOW_RUN_ID")
-        if attached:  # inside `mlflow run`: the run already exists; use its experiment
+        if attached:  # inside `mlflow run`: the run already exists; use its experiment, and own it
             experiment_id = MlflowClient().get_run(attached).info.experiment_id
             mlflow.set_experiment(experiment_id=experiment_id)
+            claim(attached)
             return experiment_id
         experiment = mlflow.get_experiment_by_name(cfg.experiment_name)
         if experiment is None:
@@ -41,7 +108,8 @@ def configure_mlflow(settings: Settings) -> str:
         else:
             experiment_id = experiment.experiment_id
     except MlflowException as exc:
-        raise ConfigError(f"cannot use MLflow tracking store {cfg.tracking_uri}: {exc.message}") from exc
+        raise ConfigError(f"cannot use MLflow tracking store {mask_url(cfg.tracking_uri)}: "
+                          f"{str(exc.message).splitlines()[0]}") from exc
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

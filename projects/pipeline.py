@@ -130,9 +130,11 @@ def run_pipeline(settings: Settings, promote_to: str = "staging", log: Callable[
     """Run the loop for `settings.tuning.backend`; returns the registered model name, version and its alias."""
     import mlflow
 
+    from llmops.gc import collect_garbage
     from llmops.tracking import configure_mlflow
 
     experiment_id = configure_mlflow(settings)
+    collect_garbage(settings, log=log)  # what killed steps left behind: RUNNING runs, orphan folders
     export_settings(settings)
     backend = settings.tuning.backend
     with mlflow.start_run(run_name=f"pipeline {backend}") as parent:

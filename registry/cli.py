@@ -92,7 +92,8 @@ def rollback_command(
 def approve_command(
     name: str = typer.Argument(..., help="Registered model name."),
     version: str = typer.Argument(..., help="Model version approved."),
-    by: str = typer.Option(..., "--by", help="Who approves."),
+    by: str = typer.Option(None, "--by", help="Who approves (embedded store; a tracking server records the "
+                                             "authenticated user)."),
     note: str = typer.Option(None, "--note", help="What was reviewed."),
     policy: str = PolicyFile,
     tracking_uri: str = TrackingUri,

@@ -13,13 +13,15 @@ from typing import Any
 
 def notify(move: dict[str, Any], command: str | None, url: str | None, timeout_s: float) -> list[str]:
     """Returns one line per configured target: 'ok' or what went wrong."""
+    from llmops.secrets import mask_text
+
     payload = json.dumps(move, sort_keys=True)
     lines = []
     if command:
         lines.append(f"notify command: {_run_command(command, payload, timeout_s)}")
     if url:
         lines.append(f"notify url: {_post(url, payload, timeout_s)}")
-    return lines
+    return [mask_text(line) for line in lines]
 
 
 def _run_command(command: str, payload: str, timeout_s: float) -> str:

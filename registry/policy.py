@@ -56,6 +56,8 @@ class Rights(_Strict):
     models: dict[str, AliasRights] = Field(default_factory=dict)
     prompts: dict[str, AliasRights] = Field(default_factory=dict)
     unlisted_aliases: Literal["allow", "deny"] = "allow"
+    approvers: list[str] = Field(default_factory=list)
+    self_approval: Literal["allow", "forbid"] = "forbid"
 
     @model_validator(mode="after")
     def _known_roles(self) -> Rights:
@@ -64,7 +66,16 @@ class Rights(_Strict):
                 for role in (*rights.set, *rights.delete):
                     if role not in self.roles:
                         raise ValueError(f"rights.{kind}.{alias} names unknown role {role!r}")
+        for role in self.approvers:
+            if role not in self.roles:
+                raise ValueError(f"rights.approvers names unknown role {role!r}")
         return self
+
+    def may_approve(self, user: str) -> tuple[bool, str]:
+        """Approvers: members of the `approvers` roles (none listed: any authenticated user)."""
+        if not self.approvers or any(user in self.roles.get(role, []) for role in self.approvers):
+            return True, ""
+        return False, f"only {', '.join(self.approvers)} may approve"
 
     def decide(self, user: str, kind: Literal["model", "prompt"], alias: str,
                action: Literal["set", "delete"]) -> tuple[bool, str]:

@@ -17,7 +17,7 @@ from registry.checks import (
     check_order,
     check_quality_gates,
 )
-from registry.ledger import Ledger, Move, default_actor, open_ledger
+from registry.ledger import Ledger, Move, RemoteLedger, default_actor, open_ledger
 from registry.policy import Policy, load_policy
 
 
@@ -98,7 +98,8 @@ def _eval_metrics(client: Any, run_id: str | None) -> tuple[Any, dict[str, float
 class Releaser:
     """Binds settings, the policy, the MLflow client and the ledger for one command."""
 
-    def __init__(self, settings: Settings, policy: Policy | None = None, ledger: Ledger | None = None) -> None:
+    def __init__(self, settings: Settings, policy: Policy | None = None,
+                 ledger: Ledger | RemoteLedger | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         self.settings = settings
@@ -229,11 +230,13 @@ class Releaser:
             raise NotFoundError(f"registered model {name!r} not found") from exc
 
     # -- approvals and history -----------------------------------------------------------------------
-    def approve(self, name: str, version: str, by: str, note: str | None) -> Any:
-        if not by or not by.strip():
+    def approve(self, name: str, version: str, by: str | None, note: str | None) -> Any:
+        """Embedded: recorded as `by`. With a tracking server: recorded by the server as the authenticated user
+        (`by`, when given, must be that user)."""
+        if not self.ledger.remote and (not by or not by.strip()):
             raise ConfigError("an approval needs --by NAME")
         get_version(self.client, name, version)
-        return self.ledger.approve(name, str(version), by.strip(), note)
+        return self.ledger.approve(name, str(version), by.strip() if by else None, note)
 
     def history(self, name: str, alias: str | None = None) -> list[Move]:
         self._model_exists(name)

@@ -19,6 +19,7 @@ from typing import Any
 
 from llmops.errors import ConfigError, DataError, NotFoundError
 from llmops.provider_spec import ProviderSpec, parse_spec
+from llmops.secrets import mask_text, mask_urls
 from llmops.settings import repo_root
 from prompts.registry import PinnedPrompt
 
@@ -207,8 +208,9 @@ def apply_release(plan: ReleasePlan, *, ledger_uri: str | None = None, actor: st
 
     root = repo_root()
     client = MlflowClient()
-    mlflow.log_params({f"bundle.{k}": v for k, v in plan.bundle.items() if k not in ("provider_spec", "requirements")})
-    mlflow.log_text(plan.bundle["provider_spec"], "provider_spec.json")
+    mlflow.log_params(mask_urls({f"bundle.{k}": v for k, v in plan.bundle.items()
+                                 if k not in ("provider_spec", "requirements")}))
+    mlflow.log_text(mask_text(plan.bundle["provider_spec"]), "provider_spec.json")
     with tempfile.TemporaryDirectory() as tmp:
         local = {}
         for name, uri in plan.artifacts.items():
@@ -218,7 +220,7 @@ def apply_release(plan: ReleasePlan, *, ledger_uri: str | None = None, actor: st
             name="model",
             python_model=str(root / MODEL_CODE),
             artifacts=local,
-            model_config=plan.model_config,
+            model_config=mask_urls(plan.model_config),  # a provider URL's credentials never reach MLmodel
             code_paths=[str(root / pkg) for pkg in CODE_PACKAGES],
             pip_requirements=plan.requirements,
             signature=ModelSignature(inputs=Schema([ColSpec("string", "question")])),
@@ -229,7 +231,7 @@ def apply_release(plan: ReleasePlan, *, ledger_uri: str | None = None, actor: st
     version = str(info.registered_model_version)
     try:
         for key, value in plan.bundle.items():
-            client.set_model_version_tag(plan.model_name, version, f"llmops.{key}", value)
+            client.set_model_version_tag(plan.model_name, version, f"llmops.{key}", mask_text(value))
         point_new_version(plan.model_name, alias, version, ledger_uri, actor)
     except Exception:
         client.delete_model_version(plan.model_name, version)

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from projects.tuning.common import TuningData
+from llmops.secrets import mask_text, mask_urls
 
 FAILURE_TAG = "llmops.failure_reason"
 _BATCH = 1000  # MLflow's log_batch limit on metrics per call
@@ -100,9 +101,9 @@ def log_tuning_inputs(backend: str, base_model: str, hyperparams: Mapping[str, A
     }
     if seed is not None:
         params["tuning.seed"] = seed
-    mlflow.log_params(params)
-    mlflow.set_tags({"llmops.step": "tune", "llmops.tuning_backend": backend, **data.identity.as_tags(),
-                     "llmops.eval_uri": data.eval_uri, "llmops.train_uri": data.train_uri})
+    mlflow.log_params(mask_urls(params))
+    mlflow.set_tags(mask_urls({"llmops.step": "tune", "llmops.tuning_backend": backend, **data.identity.as_tags(),
+                               "llmops.eval_uri": data.eval_uri, "llmops.train_uri": data.train_uri}))
     log_dataset_inputs(data)
 
 
@@ -112,7 +113,7 @@ def record_spec(spec: Any) -> None:
 
     from llmops.provider_spec import SPEC_ARTIFACT, SPEC_TAG
 
-    text = spec.to_json()
+    text = mask_text(spec.to_json())  # a spec holds no secret; a URL's user-info is masked all the same
     mlflow.log_text(text, SPEC_ARTIFACT)
     mlflow.set_tags({SPEC_TAG: text, "llmops.provider_kind": spec.kind})
 

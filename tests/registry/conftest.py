@@ -9,6 +9,7 @@ end in tests/foundation and tests/registry/test_release.py.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -191,3 +192,225 @@ def alias_version(store: str) -> Callable[[str, str], str | None]:
             return None
 
     return version
+
+
+# -- the team server: PostgreSQL + `mlflow server --app-name llmops-auth`, one per test session --------------
+ADMIN_PASSWORD_ENV = "MLFLOW_AUTH_ADMIN_PASSWORD"
+PASSWORD = "user-password-123456"
+# user -> (policy role, what MLflow's permissions give them)
+TEAM_USERS = {
+    "rm-user": "release-managers",   # may move production
+    "ml-user": "ml-team",            # may move dev/staging only
+    "outsider": None,                # MANAGE on an unrelated model only
+    "reader": None,                  # MLflow's default READ only
+}
+GUARDED_MODEL, GUARDED_PROMPT, OTHER_MODEL = "guarded-model", "guarded-prompt", "other-model"
+
+
+def _team_policy(path: Path) -> Path:
+    import yaml
+
+    data = yaml.safe_load((REPO / "registry" / "policy.yaml").read_text(encoding="utf-8"))
+    data["rights"]["roles"] = {"release-managers": ["rm-user"], "ml-team": ["ml-user"]}
+    data["rights"]["self_approval"] = "forbid"
+    data["aliases"]["staging"] = {"requires_prior": [], "gates": None, "infra_validation": False, "approvals": 0}
+    data["aliases"]["production"] = {"requires_prior": ["staging"], "gates": None, "approvals": 1}
+    data["dataset"] = {"require_current": False}
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+class Team:
+    """Handles on the session's team server: URL, users, REST calls, a snapshot of everything protected."""
+
+    def __init__(self, server, data_dir: Path, policy: Path, tiny_model: Path) -> None:
+        self.server = server
+        self.url = server.url
+        self.data_dir = data_dir
+        self.policy = policy
+        self.tiny_model = tiny_model
+        self.admin_password = server.admin_password
+        self.artifacts = data_dir / "artifacts"
+
+    def password(self, user: str) -> str:
+        return self.admin_password if user == "admin" else PASSWORD
+
+    def as_user(self, user: str):
+        """Context manager: MLflow's client in this process talks to the server as `user`."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def scope():
+            import mlflow
+
+            saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+                                                     "MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
+            os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=self.password(user),
+                              MLFLOW_TRACKING_URI=self.url, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+            mlflow.set_tracking_uri(self.url)
+            mlflow.set_registry_uri(self.url)
+            try:
+                yield
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+
+        return scope()
+
+    def client(self):
+        from mlflow.tracking import MlflowClient
+
+        return MlflowClient(self.url, self.url)
+
+    def rest(self, user: str, method: str, path: str, **kwargs):
+        import httpx
+
+        return httpx.request(method, f"{self.url}{path}", auth=(user, self.password(user)), timeout=60, **kwargs)
+
+    def engine(self):
+        from sqlalchemy import create_engine
+
+        return create_engine(self.server.cluster.url("mlflow"))
+
+    def env(self, user: str) -> dict[str, str]:
+        """Environment for an `llmops` process acting as `user` against the server."""
+        return {"MLFLOW_TRACKING_URI": self.url, "MLFLOW_TRACKING_USERNAME": user,
+                "MLFLOW_TRACKING_PASSWORD": self.password(user), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+                "LLMOPS_REGISTRY__POLICY_FILE": str(self.policy), "LLMOPS_MLFLOW__EXPERIMENT_NAME": "llmops"}
+
+    def snapshot(self, *names: str) -> dict:
+        """Everything a bypass could change, read from the database itself: models, aliases, versions (stage,
+        source, storage), version and model tags (a prompt's template is a version tag), every artifact
+        file's hash, ledger and approval rows."""
+        import hashlib
+
+        from sqlalchemy import bindparam, text
+
+        names = list(names or (GUARDED_MODEL, GUARDED_PROMPT))
+        queries = {
+            "models": "SELECT name FROM registered_models WHERE name IN :n ORDER BY 1",
+            "aliases": "SELECT name, alias, version FROM registered_model_aliases WHERE name IN :n ORDER BY 1, 2",
+            "versions": "SELECT name, version, current_stage, source, storage_location, run_id FROM model_versions "
+                        "WHERE name IN :n ORDER BY 1, 2",
+            "version_tags": "SELECT name, version, key, value FROM model_version_tags WHERE name IN :n "
+                            "ORDER BY 1, 2, 3",
+            "model_tags": "SELECT name, key, value FROM registered_model_tags WHERE name IN :n ORDER BY 1, 2",
+            "ledger": "SELECT id, model_name, alias, from_version, to_version, actor FROM llmops_alias_moves "
+                      "ORDER BY id",
+            "approvals": "SELECT model_name, version, approver FROM llmops_approvals ORDER BY id",
+        }
+        state: dict = {}
+        with self.engine().connect() as conn:
+            for key, sql in queries.items():
+                query = text(sql)
+                if ":n" in sql:
+                    query = query.bindparams(bindparam("n", expanding=True))
+                    state[key] = [tuple(r) for r in conn.execute(query, {"n": names})]
+                else:
+                    state[key] = [tuple(r) for r in conn.execute(query)]
+        state["artifacts"] = {str(p.relative_to(self.artifacts)): hashlib.sha256(p.read_bytes()).hexdigest()
+                              for p in sorted(self.artifacts.rglob("*")) if p.is_file()}
+        return state
+
+    def log_version(self, name: str, tags: dict[str, str] | None = None) -> str:
+        """As admin: a tiny pyfunc logged through the artifact proxy and registered as a new version of `name`."""
+        import mlflow
+
+        with self.as_user("admin"):
+            mlflow.set_experiment("llmops")
+            with mlflow.start_run(run_name="register"):
+                info = mlflow.pyfunc.log_model(name="model", python_model=str(self.tiny_model),
+                                               pip_requirements=["mlflow"], registered_model_name=name)
+            version = str(info.registered_model_version)
+            client = self.client()
+            for key, value in (tags or {}).items():
+                client.set_model_version_tag(name, version, key, value)
+        return version
+
+    def bundle(self, eval_run_id: str) -> dict[str, str]:
+        from registry.release import BUNDLE_KEYS
+
+        values = {"eval_run_id": eval_run_id, "dataset_digest": "d1", "dataset_lineage": "l1"}
+        return {f"llmops.{key}": values.get(key, f"{key}-1") for key in BUNDLE_KEYS}
+
+
+@pytest.fixture(scope="session")
+def team_server(tmp_path_factory: pytest.TempPathFactory):
+    """PostgreSQL in a private data dir, the team server on it (2 workers), users in every role, a guarded
+    model (production v1, staging v2, with real artifacts), a guarded prompt (production v1) and an
+    unrelated model. Shared by every module of this session: tests restore what they change."""
+    import tempfile
+
+    from mlflow.server import get_app_client
+
+    from registry.team import _hand_to_pg_user, team
+
+    # PostgreSQL runs as the `postgres` user when we are root: its folder lives outside pytest's private tmp
+    data_dir = Path(tempfile.mkdtemp(prefix="llmops-team-"))
+    data_dir.chmod(0o755)
+    _hand_to_pg_user(data_dir)
+    root = tmp_path_factory.mktemp("team")
+    policy = _team_policy(root / "policy.yaml")
+    tiny = root / "tiny_model.py"
+    tiny.write_text(TINY_MODEL, encoding="utf-8")
+    server = team(data_dir, port=_free_port(), policy_file=str(policy), workers=2)
+    try:
+        server.start(log_path=root / "server.log")
+        kit = Team(server, data_dir, policy, tiny)
+        with kit.as_user("admin"):
+            _seed_team(kit, get_app_client("basic-auth", tracking_uri=kit.url))
+        yield kit
+    finally:
+        server.stop()
+        server.cluster.stop()
+        import shutil
+
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _free_port() -> int:
+    from registry.team import free_port
+
+    return free_port()
+
+
+def _seed_team(kit: Team, auth) -> None:
+    import mlflow
+
+    client = kit.client()
+    experiment = client.create_experiment("llmops")
+    eval_run = client.create_run(experiment)
+    client.set_tag(eval_run.info.run_id, "llmops.dataset_digest", "d1")
+    client.log_param(eval_run.info.run_id, "dataset_digest", "d1")
+    client.log_param(eval_run.info.run_id, "dataset_lineage", "l1")
+    client.set_terminated(eval_run.info.run_id)
+    kit.eval_run_id = eval_run.info.run_id
+    client.create_registered_model(GUARDED_MODEL)
+    client.create_registered_model(OTHER_MODEL)
+    for _ in range(3):
+        kit.log_version(GUARDED_MODEL, kit.bundle(eval_run.info.run_id))
+    kit.log_version(OTHER_MODEL, kit.bundle(eval_run.info.run_id))
+    mlflow.genai.register_prompt(GUARDED_PROMPT, "Answer: {{question}}")
+    mlflow.genai.register_prompt(GUARDED_PROMPT, "Answer briefly: {{question}}")
+    for user, _role in TEAM_USERS.items():
+        auth.create_user(user, PASSWORD)
+        if user in ("rm-user", "ml-user"):
+            for resource_type, name in (("registered_model", GUARDED_MODEL), ("prompt", GUARDED_PROMPT)):
+                auth.grant_user_permission(username=user, resource_type=resource_type, resource_id=name,
+                                           permission="MANAGE")
+            auth.grant_user_permission(username=user, resource_type="experiment", resource_id=experiment,
+                                       permission="MANAGE")
+    auth.grant_user_permission(username="outsider", resource_type="registered_model", resource_id=OTHER_MODEL,
+                               permission="MANAGE")
+    # approvals for production by someone other than the release manager who will move it
+    for version in ("1", "2", "3"):
+        approved = kit.rest("ml-user", "POST", "/api/2.0/llmops/registry/approvals",
+                            json={"name": GUARDED_MODEL, "version": version, "note": "seed"})
+        assert approved.status_code == 200, approved.text
+    client.set_registered_model_alias(GUARDED_MODEL, "staging", "1")
+    client.set_registered_model_alias(GUARDED_MODEL, "production", "1")
+    client.set_registered_model_alias(GUARDED_MODEL, "staging", "2")
+    mlflow.genai.set_prompt_alias(GUARDED_PROMPT, "production", 1)

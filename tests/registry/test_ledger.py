@@ -85,25 +85,16 @@ def test_a_move_the_ledger_cannot_record_does_not_happen(make_version, prepare_r
     assert alias_version("atomic", "staging") is None and _ledger("atomic") == []
 
 
-def test_compensating_mode_undoes_the_alias_when_the_ledger_fails(make_version, store, tmp_path, alias_version):
-    """A ledger in another database (as with a tracking server): a failed insert sets the alias back."""
+def test_a_separate_ledger_database_is_refused(make_version, store, tmp_path):
+    """The ledger lives beside the registry (embedded) or on the server; a third database is not a ledger."""
     from mlflow.tracking import MlflowClient
 
-    from registry.ledger import Ledger
+    from llmops.errors import ConfigError
+    from registry.ledger import open_ledger
 
-    v1, v2 = make_version("comp"), make_version("comp")
-    engine = create_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
-    ledger = Ledger(engine, MlflowClient())
-    assert not ledger.atomic
-    first = ledger.move("comp", "staging", v1, action="promote", actor="t", expected_from=None)
-    assert (first.from_version, first.to_version) == (None, v1)
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TRIGGER full BEFORE INSERT ON llmops_alias_moves "
-                          "BEGIN SELECT RAISE(ABORT, 'no room'); END"))
-    with pytest.raises(Exception, match="no room"):
-        ledger.move("comp", "staging", v2, action="promote", actor="t")
-    assert alias_version("comp", "staging") == v1
-    assert [(m.from_version, m.to_version) for m in ledger.moves("comp")] == [(None, v1)]
+    with pytest.raises(ConfigError, match="registry.ledger_uri .* is no longer used"):
+        open_ledger(f"sqlite:///{tmp_path / 'ledger.db'}", MlflowClient())
+    assert open_ledger(store, MlflowClient()).atomic  # naming the registry itself is harmless
 
 
 class _Hook(BaseHTTPRequestHandler):
