@@ -36,7 +36,7 @@ def run_command(
 
     from evaluation.dataset import load_eval_dataset
     from evaluation.judges import client_from_settings, make_judges
-    from evaluation.run import evaluate_target, model_target, raise_on_judge_errors, tune_run_target
+    from evaluation.run import evaluate_target, model_target, raise_on_errors, tune_run_target
     from llmops.errors import ConfigError
 
     settings = start(**{"mlflow.tracking_uri": tracking_uri, "evaluation.judge.provider": judge_provider,
@@ -61,7 +61,7 @@ def run_command(
         if tune_run_id:
             mlflow.set_tag("llmops.tune_run_id", tune_run_id)
         outcome = evaluate_target(target, dataset, settings=settings, judges=judges, judge_model=judge_name)
-        raise_on_judge_errors(outcome)
+        raise_on_errors(outcome)
     metrics = outcome.metrics
     for name in (*HEADLINE_METRICS, *(f"{j.name}/mean" for j in judges or [])):
         if name in metrics:

@@ -189,9 +189,13 @@ class AnswerLength(_Deterministic):
 
 
 class Latency(_Deterministic):
-    """Wall time of the prediction in milliseconds, from the row's trace (root span)."""
+    """Wall time of the prediction in milliseconds, from the row's trace (root span), or measured around the
+    prediction when the row is scored inside its still-open trace (`evaluation.rowscore`)."""
 
     name: str = "latency_ms"
+
+    def of_duration(self, latency_ms: float) -> Feedback:
+        return Feedback(value=latency_ms, rationale=f"prediction wall time: {latency_ms:.3f} ms")
 
     def __call__(self, *, outputs: Any, trace: Any = None) -> Feedback | None:
         root = trace.data._get_root_span() if trace is not None and trace.data is not None else None

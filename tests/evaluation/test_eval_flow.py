@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-sys.path.insert(0, str(Path(__file__).parent))
-from judge_server import JudgeServer
-from synth import qa_rows
+from tests.support.judge_server import JudgeServer
+from tests.support.synth import qa_rows
 
 N_EVAL = 16
 
@@ -119,6 +118,58 @@ def test_run_logs_metrics_params_rows_and_plots(world) -> None:
     assert rows["token_f1"].mean() == pytest.approx(m["token_f1/mean"])
     strict = MlflowClient().get_run(world["runs"]["strict"]).data.metrics
     assert strict["coverage"] < m["coverage"]
+
+
+def test_every_row_is_a_trace_with_its_scores_reference_and_row_id(world) -> None:
+    """Rows are scored inside their traces: each trace linked to the run holds one assessment per scorer (values
+    equal to the rows table), the reference as an expectation and the row id tag - written with the trace."""
+    from evaluation.compare import load_rows
+
+    run_id = world["runs"]["a"]
+    rows = load_rows(run_id).set_index("trace_id")
+    scorers = MlflowClient().get_run(run_id).data.params["scorers"].split(",")
+    traces = mlflow.search_traces(run_id=run_id, return_type="list", flush=True)
+    assert len(traces) == N_EVAL and set(rows.index) == {t.info.trace_id for t in traces}
+    for trace in traces:
+        row = rows.loc[trace.info.trace_id]
+        assert trace.info.tags["llmops.row_id"] == row["row_id"]
+        feedback = {a.name: a for a in trace.info.assessments if a.feedback is not None}
+        expected = {name for name in scorers if not np.isnan(row[name])}
+        assert set(feedback) == expected and "token_f1" in expected
+        for name in expected:
+            assert feedback[name].value == pytest.approx(row[name]), name
+            assert feedback[name].rationale and feedback[name].source.source_type == "CODE"
+            assert feedback[name].metadata["mlflow.assessment.sourceRunId"] == run_id
+        (reference,) = [a for a in trace.info.assessments if a.expectation is not None]
+        assert (reference.name, reference.value) == ("expected_response", row["reference"])
+        assert trace.data.spans[0].name == "qa_chain" and len(trace.data.spans) > 2  # the chain's stage spans
+
+
+def test_failed_predictions_are_counted_kept_and_fail_the_command(world) -> None:
+    from evaluation.dataset import load_eval_dataset
+    from evaluation.run import Target, evaluate_target, raise_on_errors
+    from llmops.errors import BackendError
+
+    dataset = load_eval_dataset(str(world["files"]["eval"]), limit=4)
+    broken = dataset.rows[1].question
+
+    def predict(question: str) -> dict:
+        if question == broken:
+            raise ConnectionError("provider down")
+        return {"answer": "Use slicing.", "citations": [], "abstained": False}
+
+    with mlflow.start_run(run_name="broken") as run:
+        outcome = evaluate_target(Target(predict, {"provider_kind": "test"}, name="test"), dataset,
+                                  settings=world["settings"])
+    assert outcome.predict_errors == 1 and outcome.metrics["predict_errors"] == 1.0
+    assert "ConnectionError: provider down" in outcome.predict_error_example
+    assert outcome.rows["predict_error"].tolist() == ["", "ConnectionError: provider down", "", ""]
+    assert outcome.rows.loc[1, "token_f1"] == 0.0  # scored as the empty answer it is
+    states = {t.info.tags["llmops.row_id"]: t.info.state for t in
+              mlflow.search_traces(run_id=run.info.run_id, return_type="list", flush=True)}
+    assert states[dataset.rows[1].row_id] == "ERROR" and list(states.values()).count("OK") == 3
+    with pytest.raises(BackendError, match="1 prediction"):
+        raise_on_errors(outcome)
 
 
 def test_identical_runs_not_distinguishable_and_logged(world, capsys) -> None:
