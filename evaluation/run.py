@@ -31,9 +31,9 @@ from evaluation.baselines import (
     relative_metrics,
     utility_rows,
 )
-from evaluation.dataset import EvalDataset, load_eval_dataset
+from evaluation.dataset import EvalDataset, load_eval_dataset, managed_dataset
 from evaluation.rowscore import RowResult, RowScorer
-from evaluation.scorers import METRICS, build_scorers
+from evaluation.scorers import METRICS, RUN_METRICS, build_scorers, headline_metrics
 from evaluation.stats import Interval, bootstrap_mean
 from llmops.errors import BackendError, ConfigError, NotFoundError
 from llmops.secrets import mask_urls
@@ -92,7 +92,7 @@ def spec_target(spec: Any, prompt: Any, settings: Any, *, train_uri: str | None 
         "provider_kind": spec.kind, "chain": config["chain"], "model_id": config["model_id"],
         "prompt_name": prompt.name, "prompt_version": prompt.version, "chain_config": config_fingerprint(config),
         **({"train_uri": train_uri, "n_train": n_train} if train_uri else {}), **(params or {}),
-    }, name=f"{spec.kind} {config['model_id']}", known_sources=sources, train_answers=answers)
+    }, name=f"{prompt.name}@v{prompt.version} {config['model_id']}", known_sources=sources, train_answers=answers)
 
 
 def tune_run_target(tune_run_id: str, settings: Any, client: Any = None) -> Target:
@@ -119,6 +119,7 @@ def model_target(model_uri: str) -> Target:
 
     params: dict[str, Any] = {"model_uri": model_uri, "provider_kind": "pyfunc"}
     train_uri = None
+    name = model_uri
     if model_uri.startswith("models:/"):
         version = resolve_model_version(model_uri)
         params.update({"model_name": version.name, "model_version": version.version})
@@ -126,6 +127,10 @@ def model_target(model_uri: str) -> Target:
             if f"llmops.{key}" in version.tags:
                 params["provider_kind" if key == "provider" else key] = version.tags[f"llmops.{key}"]
         train_uri = _tune_run_param(version.tags.get("llmops.tune_run_id"), "train_uri")
+        alias = model_uri.removeprefix("models:/").partition("@")[2]
+        name = f"{version.name}{'@' + alias if alias else ''} v{version.version}"
+        if "prompt_name" in params:
+            name += f" {params['prompt_name']}@v{params.get('prompt_version', '?')}"
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as exc:
@@ -138,7 +143,7 @@ def model_target(model_uri: str) -> Target:
     sources, answers, n_train = train_info(train_uri)
     if train_uri:
         params.update(train_uri=train_uri, n_train=n_train)
-    return Target(predict, params, name=model_uri, known_sources=sources, train_answers=answers)
+    return Target(predict, params, name=name, known_sources=sources, train_answers=answers)
 
 
 def _tune_run_param(run_id: str | None, key: str) -> str | None:
@@ -298,7 +303,7 @@ def evaluate_target(target: Target, dataset: EvalDataset, *, settings: Any, judg
     metrics, summary, (judge_errors, judge_example), (predict_errors, predict_example) = outcome_metrics(
         rows, names, baselines, abstain_value=abstain_value, cfg=cfg, n_train=target.params.get("n_train"),
         judge_names={j.name for j in judges})
-    _log_outcome(metrics, rows, summary, cfg, dataset)
+    _log_outcome(metrics, rows, summary, cfg, dataset, [j.name for j in judges])
     return EvalOutcome(run.info.run_id, metrics, rows, judge_errors, judge_example, predict_errors, predict_example)
 
 
@@ -306,17 +311,19 @@ def predict_and_score(target: Target, dataset: EvalDataset, scorers: list[Any], 
                       judge_workers: int, run_id: str, progress: Any = None) -> dict[str, RowResult]:
     """`mlflow.genai.evaluate` over the rows (one trace each, linked to the run), every row scored inside its
     trace (`evaluation.rowscore`); returns the rows' results by row id."""
+    import mlflow
     import mlflow.genai
 
     scorer = RowScorer(target.predict, dataset.rows, scorers, judges, judge_workers=judge_workers,
                        source_run_id=run_id, reference_source=f"eval dataset {dataset.digest}",
                        on_row=progress.advance if progress is not None else None)
+    data = managed_dataset(dataset, mlflow.active_run().info.experiment_id, warn=_warn) or [
+        {"inputs": {"question": row.question}} for row in dataset.rows]
     if progress is not None:
         progress.start(len(dataset.rows))
     try:
         with _mlflow_eval_env(workers):
-            result = mlflow.genai.evaluate(data=[{"inputs": {"question": row.question}} for row in dataset.rows],
-                                           predict_fn=scorer, scorers=[])
+            result = mlflow.genai.evaluate(data=data, predict_fn=scorer, scorers=[])
     finally:
         scorer.close()
     traced = {str(t) for t in result.result_df["trace_id"]} if "trace_id" in result.result_df else set()
@@ -346,13 +353,26 @@ def _mlflow_eval_env(workers: int) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def _display_order(name: str) -> tuple[int, str]:
+    """The run-level metrics, then the scorers' means, then everything else (CIs, baselines, leads)."""
+    if name in RUN_METRICS:
+        return 0, ""
+    return (1, "") if name.endswith("/mean") else (2, name)
+
+
+def _warn(message: str) -> None:
+    logging.getLogger(__name__).warning(message)
+
+
 def _log_outcome(metrics: dict[str, float], rows: Any, summary: dict[str, Interval], cfg: Any,
-                 dataset: EvalDataset) -> None:
+                 dataset: EvalDataset, judge_names: list[str]) -> None:
     import mlflow
 
     from evaluation.plots import metric_bars
 
-    mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+    finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    mlflow.log_metrics(headline_metrics(finite, judge_names))  # first: the UI's default plot and columns
+    mlflow.log_metrics({k: finite[k] for k in sorted(finite, key=_display_order)})
     mlflow.log_table(rows, artifact_file=ROWS_ARTIFACT)
     mlflow.log_dict({name: vars(iv) for name, iv in summary.items()}, SUMMARY_ARTIFACT)
     quality = {n: iv for n, iv in summary.items() if METRICS.get(n) is None or METRICS[n].unit_interval}

@@ -110,6 +110,21 @@ def test_run_logs_metrics_params_rows_and_plots(world) -> None:
     (dataset_input,) = [d for d in run.inputs.dataset_inputs if d.dataset.name == "eval"]
     assert (dataset_input.dataset.name, dataset_input.dataset.digest) == ("eval", params["eval_digest"])
     assert [t.value for t in dataset_input.tags if t.key == "mlflow.data.context"] == ["evaluation"]
+    # and as an MLflow evaluation dataset (the UI's Datasets page), made once for these rows and reused
+    import mlflow.genai.datasets
+
+    managed = f"so-qa-eval@{params['eval_digest']}"
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"eval", managed}
+    (registered,) = mlflow.genai.datasets.search_datasets(filter_string=f"name = '{managed}'")
+    assert registered.tags["llmops.eval_digest"] == params["eval_digest"] and len(registered.to_df()) == N_EVAL
+    a2 = MlflowClient().get_run(world["runs"]["a2"])
+    assert managed in {d.dataset.name for d in a2.inputs.dataset_inputs}
+    # the headline set is logged first, under Headline/ and under its usual names
+    first = list(m)[:5]
+    assert first == ["Headline/answered_token_f1", "Headline/coverage", "Headline/utility",
+                     "Headline/vs/random_answer/answered_token_f1/ci_low", "Headline/token_f1/mean"], first
+    assert m["Headline/coverage"] == m["coverage"] and m["Headline/utility"] == m["utility"]
+    assert all(v not in ("", "None") for v in params.values()), "empty parameters are not logged"
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/quality.png", "plots/operations.png"}
     rows = load_rows(run.info.run_id)
