@@ -33,6 +33,7 @@ def register_command(
     """Log the tuned chain as a pyfunc from code, register it as a new version with alias dev."""
     import mlflow
 
+    from llmops.tracking import link_dataset_inputs, name_run
     from registry.release import apply_release, plan_from_runs
 
     settings = start(**{"model.registered_name": model_name, "mlflow.tracking_uri": tracking_uri})
@@ -45,6 +46,8 @@ def register_command(
         return
     with mlflow.start_run(run_name=f"register {name} {plan.spec.kind}"):
         version = apply_release(plan, ledger_uri=settings.registry.ledger_uri, actor=settings.registry.actor)
+        name_run(f"register {name} v{version} {plan.spec.kind}")
+        link_dataset_inputs([tune_run_id, eval_run_id])  # the run page links the data behind the version
     echo(f"registered models:/{name}/{version} (alias dev)")
 
 
@@ -64,9 +67,14 @@ def promote_command(
     settings, releaser = _releaser(tracking_uri, policy, name)
     model_name = settings.model.registered_name
     if os.environ.get("MLFLOW_RUN_ID"):  # inside an MLflow Project step: tag the step's run with the outcome
+        from llmops.tracking import link_dataset_inputs, name_run
+
         with mlflow.start_run():
+            name_run(f"promote {model_name} v{version} -> {alias}")
             mlflow.set_tags({"llmops.step": "promote", "llmops.alias": alias, "llmops.model_version": version})
             outcome = releaser.promote(model_name, version, alias, reason, dry_run)
+            eval_run = releaser.client.get_model_version(model_name, version).tags.get("llmops.eval_run_id")
+            link_dataset_inputs([eval_run] if eval_run else [])  # the rows the gates judged
             mlflow.set_tag("llmops.moved", str(outcome.move is not None).lower())
     else:
         outcome = releaser.promote(model_name, version, alias, reason, dry_run)

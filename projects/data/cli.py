@@ -32,6 +32,7 @@ def prepare_command(
     """Query the warehouse, clean, apply the instruction template, split and log a versioned dataset."""
     import mlflow
 
+    from llmops.tracking import name_run
     from projects.data.prepare import run_data_step
     from projects.data.warehouse import open_warehouse
     from prompts.registry import sync_prompt
@@ -48,6 +49,8 @@ def prepare_command(
     with mlflow.start_run(run_name="prepare_data"), row_progress("query + clean (rows)", quiet) as progress:
         prompt, _ = sync_prompt(template)
         outcome = run_data_step(settings, warehouse, prompt, log=echo, warn=warn, progress=progress)
+        name_run(f"data {settings.data.tag_pattern} {'/'.join(str(n) for n in outcome.splits.values())} "
+                 f"{outcome.digest[:8]}")
     sizes = " / ".join(f"{n} {split}" for split, n in outcome.splits.items())
     where = f"reused run {outcome.reused_from}" if outcome.reused_from else str(outcome.directory)
     echo(f"dataset {outcome.digest}: {sizes} -> {where}")

@@ -33,6 +33,11 @@ def run_tuning(settings: Settings, train_uri: str, eval_uri: str, vertex_clients
     return runner(settings, data)
 
 
+def _prompt(data: TuningData) -> str:
+    """`so-qa@v2`: the prompt version a tuning run trained with, in its name (runs are compared by it)."""
+    return f"{data.prompt_name}@v{data.prompt_version}"
+
+
 def _finish(run: Any, spec: ProviderSpec, out: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run.info.run_id, "provider_kind": spec.kind, **out}
 
@@ -42,7 +47,7 @@ def _run_local(settings: Settings, data: TuningData) -> dict[str, Any]:
     from projects.tuning.tracking import record_spec, tuning_run
 
     vectorizer = settings.backend.vectorizer
-    with tuning_run(f"tune local retrieval-{vectorizer}") as run:
+    with tuning_run(f"tune local retrieval-{vectorizer} {_prompt(data)}") as run:
         uri = run_tune_step(data, vectorizer, settings.backend.abstain_value)
         spec = ProviderSpec(kind="retrieval", model=f"retrieval-{vectorizer}", artifacts={"retriever": uri},
                             requirements=_embedding_requirements(vectorizer))
@@ -70,7 +75,7 @@ def _run_hf(settings: Settings, data: TuningData) -> dict[str, Any]:
         raise ConfigError(f"hf tuning needs the 'hf' extra (pip install 'llmops-mlflow[hf]'): {exc}") from exc
     from projects.tuning.hf import hyperparams, tune_hf
 
-    with tuning_run(f"tune hf {base.name}") as run:
+    with tuning_run(f"tune hf {base.name} {_prompt(data)}") as run:
         log_tuning_inputs("hf", str(base), hyperparams(cfg), data, seed=settings.tuning.seed)
         out = tune_hf(data, cfg, settings.tuning.seed)
         spec = ProviderSpec(kind="hf", model=f"{base.name}+lora", base_model=str(base),
@@ -89,7 +94,7 @@ def _run_openai_compat(settings: Settings, data: TuningData) -> dict[str, Any]:
     if not cfg.base_url or not cfg.model:
         raise ConfigError("tuning backend openai_compat needs chain.provider.base_url and chain.provider.model "
                           "(e.g. LLMOPS_CHAIN__PROVIDER__BASE_URL=http://127.0.0.1:8000/v1)")
-    with tuning_run(f"tune openai_compat {cfg.model}") as run:
+    with tuning_run(f"tune openai_compat {cfg.model} {_prompt(data)}") as run:
         log_tuning_inputs("openai_compat", cfg.model, {"timeout_s": cfg.timeout_s, "max_retries": cfg.max_retries,
                                                        **{f"param.{k}": v for k, v in cfg.params.items()}}, data)
         spec = ProviderSpec(kind="openai_compat", model=cfg.model, base_url=cfg.base_url,
@@ -116,7 +121,7 @@ def _run_vertex(settings: Settings, data: TuningData, clients: tuple[Any, Any] |
     parse_gcs_uri(cfg.gcs_uri)
     genai_client, storage_client = clients or make_clients(cfg)
     check_bucket(storage_client, cfg.gcs_uri)
-    with tuning_run(f"tune vertex {base_model}") as run:
+    with tuning_run(f"tune vertex {base_model} {_prompt(data)}") as run:
         log_tuning_inputs("vertex", base_model, hyperparams(cfg), data)
         out = tune_vertex(data, cfg, genai_client, storage_client, sleep=sleep)
         spec = ProviderSpec(kind="vertex", model=out["endpoint"], base_model=base_model,
