@@ -12,6 +12,7 @@ champion comparison) and PNG plots.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
@@ -322,7 +323,8 @@ def predict_and_score(target: Target, dataset: EvalDataset, scorers: list[Any], 
     if progress is not None:
         progress.start(len(dataset.rows))
     try:
-        with _mlflow_eval_env(workers):
+        # MLflow writes a "view the results in the UI" note on stdout; the commands print their own result there
+        with _mlflow_eval_env(workers), contextlib.redirect_stdout(io.StringIO()):
             result = mlflow.genai.evaluate(data=data, predict_fn=scorer, scorers=[])
     finally:
         scorer.close()
