@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from llmops.cli_support import TrackingUri, blank_to_none, echo, settings_for, start
+from llmops.cli_support import TrackingUri, blank_to_none, check_store, echo, settings_for, start
 from llmops.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True)
@@ -63,6 +63,8 @@ def run_command(
     since_at, until_at = _time(since, "--since"), _time(until, "--until")
     import mlflow
 
+    if model or {cfg.skew_reference, cfg.drift_reference} & {"eval", "train"}:
+        check_store(settings, "read")  # the versions and their splits live there: a mistyped store is refused
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)  # references come from the registry; nothing is made yet
     if settings.mlflow.registry_uri:
         mlflow.set_registry_uri(settings.mlflow.registry_uri)
@@ -150,6 +152,7 @@ def trigger_command(
     model: str = typer.Option(..., help="The version the feedback is about: models:/NAME@alias or models:/NAME/3."),
     rules: Path = typer.Option(None, "--rules", help="Alarm rule YAML (default: monitoring/rules.yaml)."),  # noqa: B008
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run; run nothing."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     tracking_uri: str = TrackingUri,
 ) -> None:
     """Run the retuning trigger when a feedback count reaches the rule's `trigger.min_feedback`."""
@@ -159,26 +162,38 @@ def trigger_command(
 
     flags = {"mlflow.tracking_uri": tracking_uri, "monitoring.rules_file": str(rules) if rules else None}
     rule = load_rules(settings_for(**flags).monitoring.rules_file)
-    settings = start(**flags)
+    settings = start("read", **flags)  # the version must be registered: a mistyped store is refused
     version = resolve_model(model)
     reason = feedback_reason(version.name, version.version, feedback_count, rule)
     if reason is None:
         threshold = rule.trigger.min_feedback
+        if as_json:
+            echo(json.dumps({"triggered": False, "feedback_count": feedback_count, "min_feedback": threshold}))
+            return
         echo(f"no trigger: {feedback_count} feedback record(s), the rule triggers from "
              f"{threshold if threshold is not None else 'never (trigger.min_feedback is not set)'}")
         return
-    echo(fire(reason, rule, Path(settings.monitoring.trigger_dir), dry_run=dry_run).line())
+    outcome = fire(reason, rule, Path(settings.monitoring.trigger_dir), dry_run=dry_run)
+    if as_json:
+        echo(json.dumps({"triggered": True, "feedback_count": feedback_count, **outcome.to_dict()}, indent=2,
+                        default=str))
+        return
+    echo(outcome.line())
 
 
 @app.command("rules")
 def rules_command(
     rules: Path = typer.Option(None, "--rules", help="Alarm rule YAML (default: monitoring/rules.yaml)."),  # noqa: B008
+    as_json: bool = typer.Option(False, "--json", help="Print the rule as JSON."),
 ) -> None:
     """Check a rule file and print what it says (nothing is computed or run)."""
     from monitoring.rules import load_rules
 
     settings = settings_for(**{"monitoring.rules_file": str(rules) if rules else None})
     rule = load_rules(settings.monitoring.rules_file)
+    if as_json:
+        echo(json.dumps({"rules_file": settings.monitoring.rules_file, **rule.model_dump(mode="json")}, indent=2))
+        return
     echo(f"rule file {settings.monitoring.rules_file}: mode {rule.mode}, alpha {rule.alpha} (Holm), at least "
          f"{rule.min_rows} rows per side, embedding {rule.embedding}")
     echo(f"counted features: {', '.join(rule.features)}")

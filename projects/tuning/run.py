@@ -21,16 +21,18 @@ BACKENDS = ("local", "hf", "vertex", "openai_compat")
 
 
 def run_tuning(settings: Settings, train_uri: str, eval_uri: str, vertex_clients: tuple[Any, Any] | None = None,
-               sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Returns the run id, the provider spec and what else came out (URIs, remote ids, metrics)."""
+               sleep: Callable[[float], None] = time.sleep, progress: Any = None) -> dict[str, Any]:
+    """Returns the run id, the provider spec and what else came out (URIs, remote ids, metrics). `progress`
+    (`llmops.cli_support.RowProgress`) follows the long backends: hf training steps, a Vertex job's epochs."""
     backend = settings.tuning.backend
     if backend not in BACKENDS:
         raise ConfigError(f"unknown tuning backend {backend!r} (available: {', '.join(BACKENDS)})")
     data = load_tuning_data(train_uri, eval_uri, settings.tuning.validation_percent)
-    runner = {"local": _run_local, "hf": _run_hf, "openai_compat": _run_openai_compat}.get(backend)
-    if runner is None:
-        return _run_vertex(settings, data, vertex_clients, sleep)
-    return runner(settings, data)
+    if backend == "vertex":
+        return _run_vertex(settings, data, vertex_clients, sleep, progress)
+    if backend == "hf":
+        return _run_hf(settings, data, progress)
+    return {"local": _run_local, "openai_compat": _run_openai_compat}[backend](settings, data)
 
 
 def _prompt(data: TuningData) -> str:
@@ -61,7 +63,7 @@ def _embedding_requirements(vectorizer: str) -> list[str]:
     return list(EMBEDDING_REQUIREMENTS) if vectorizer == "minilm" else []
 
 
-def _run_hf(settings: Settings, data: TuningData) -> dict[str, Any]:
+def _run_hf(settings: Settings, data: TuningData, progress: Any = None) -> dict[str, Any]:
     from backends.hf import check_model_dir
     from projects.tuning.tracking import log_grounding, log_tuning_inputs, record_spec, tuning_run
 
@@ -77,7 +79,7 @@ def _run_hf(settings: Settings, data: TuningData) -> dict[str, Any]:
 
     with tuning_run(f"tune hf {base.name} {_prompt(data)}") as run:
         log_tuning_inputs("hf", str(base), hyperparams(cfg), data, seed=settings.tuning.seed)
-        out = tune_hf(data, cfg, settings.tuning.seed)
+        out = tune_hf(data, cfg, settings.tuning.seed, progress=progress)
         spec = ProviderSpec(kind="hf", model=f"{base.name}+lora", base_model=str(base),
                             artifacts={"adapter": out["adapter_uri"], "grounding": log_grounding(data)},
                             max_new_tokens=cfg.max_new_tokens)
@@ -105,7 +107,7 @@ def _run_openai_compat(settings: Settings, data: TuningData) -> dict[str, Any]:
 
 
 def _run_vertex(settings: Settings, data: TuningData, clients: tuple[Any, Any] | None,
-                sleep: Callable[[float], None]) -> dict[str, Any]:
+                sleep: Callable[[float], None], progress: Any = None) -> dict[str, Any]:
     from projects.tuning.tracking import log_grounding, log_tuning_inputs, record_spec, tuning_run
     from projects.tuning.vertex import (
         check_base_model,
@@ -123,7 +125,7 @@ def _run_vertex(settings: Settings, data: TuningData, clients: tuple[Any, Any] |
     check_bucket(storage_client, cfg.gcs_uri)
     with tuning_run(f"tune vertex {base_model} {_prompt(data)}") as run:
         log_tuning_inputs("vertex", base_model, hyperparams(cfg), data)
-        out = tune_vertex(data, cfg, genai_client, storage_client, sleep=sleep)
+        out = tune_vertex(data, cfg, genai_client, storage_client, sleep=sleep, progress=progress)
         spec = ProviderSpec(kind="vertex", model=out["endpoint"], base_model=base_model,
                             project=out.get("project") or cfg.project, location=cfg.location,
                             base_url=cfg.api_endpoint, timeout_s=settings.chain.provider.timeout_s,
