@@ -9,7 +9,7 @@ Stack Overflow-shaped rows), the same `--workers` rows at a time everywhere:
 
   bare evaluate, 2 code scorers    `mlflow.genai.evaluate(predict_fn=chain, scorers=[token_f1, exact_match])` as
                                    `@scorer` functions: the figure issue 16 quotes (~13 rows/s)
-  bare evaluate, same 13 scorers   the deterministic scorers `llmops eval run` computes, run by MLflow's harness
+  bare evaluate, same 14 scorers   the deterministic scorers `llmops eval run` computes, run by MLflow's harness
   llmops eval run                  the command itself (in-process): chain built from the tuning run, every row
                                    scored inside its trace, baselines on the same rows, CIs, rows table, plots
   llmops eval run + judges, cold   3 LLM judges on a local OpenAI-compatible server (--judge-latency-ms a call)
@@ -158,7 +158,7 @@ def main() -> None:
     world = prepare(tmp, args.rows, args.train, args.workers)
     server = JudgeServer(delay_s=args.judge_latency_ms / 1000).start()
     cases = [("bare evaluate, 2 code scorers", lambda: bare(world, world["eval"], "two", args.workers)),
-             ("bare evaluate, same 13 scorers", lambda: bare(world, world["eval"], "ours", args.workers)),
+             ("bare evaluate, same 14 scorers", lambda: bare(world, world["eval"], "ours", args.workers)),
              ("llmops eval run", lambda: ours(world, world["eval"]))]
     if not args.skip_judges:
         cases += [("llmops eval run + judges, cold", lambda: ours(world, world["eval"], server.base_url)),
@@ -186,7 +186,7 @@ def main() -> None:
         print(f"{name:<34}{r['load']:>6.2f}{r['wall_s']:>9.1f}{r['rows'] / r['wall_s']:>9.1f}{r['http_calls']:>13}"
               f"{hits:>12}{r['token_f1']:>10.3f}")
     ours_rate = results["llmops eval run"]["rows"] / results["llmops eval run"]["wall_s"]
-    for name in ("bare evaluate, 2 code scorers", "bare evaluate, same 13 scorers"):
+    for name in ("bare evaluate, 2 code scorers", "bare evaluate, same 14 scorers"):
         bare_rate = results[name]["rows"] / results[name]["wall_s"]
         print(f"llmops eval run vs {name}: {ours_rate / bare_rate:.2f}x the throughput (target >= 0.8x)")
     if not args.skip_judges:
