@@ -396,3 +396,44 @@ def test_cli_run_on_a_registered_model_uri(world, capsys) -> None:
     run = MlflowClient().get_run(run_id)
     assert run.data.params["model_name"] == "echo-model" and run.data.params["model_version"] == "1"
     assert run.data.metrics["cited/mean"] == 0.0 and run.data.metrics["exact_match/mean"] == 0.0
+
+
+def test_cli_json_results_names_and_progress(world, capsys, monkeypatch, tmp_path: Path) -> None:
+    """`eval run --json` is one document naming the run as it is named in MLflow; gate/compare/review speak JSON;
+    the progress bar (as on a terminal) is told every row and never writes to stdout."""
+    import llmops.cli_support as cli_support
+
+    told: list[tuple[str, object]] = []
+
+    class Recorder(cli_support.RowProgress):
+        def start(self, total):
+            told.append(("start", total))
+
+        def advance(self, rows):
+            told.append(("advance", rows))
+
+    monkeypatch.setattr(cli_support, "RowProgress", Recorder)
+    monkeypatch.setattr(cli_support, "progress_enabled", lambda quiet: not quiet)  # as on a terminal
+    uri = world["uri"]
+    code, out, err = cli(["eval", "run", "--eval-uri", str(world["files"]["eval"]), "--tune-run-id",
+                          world["tune_run_id"], "--limit", "5", "--json", "--tracking-uri", uri], capsys)
+    assert code == 0, err
+    assert told[0] == ("start", 5) and sum(n for kind, n in told if kind == "advance") == 5
+    result = json.loads(out)
+    run = MlflowClient().get_run(result["run_id"])
+    assert result["run_name"] == run.info.run_name == "eval qa-eval@v1 retrieval-tfidf"
+    assert result["rows"] == 5 and result["headline"]["coverage"] == run.data.metrics["coverage"]
+    assert set(result["leads"]) == {"vs/random_answer/answered_token_f1", "vs/always_abstain/utility"}
+    code, out, _ = cli(["eval", "gate", result["run_id"], "--json", "--tracking-uri", uri], capsys)
+    gate = json.loads(out)
+    assert code == 5 and gate["passed"] is False and gate["failed"] >= 1  # 5 rows: the n_rows floor fails
+    assert {"metric": "n_rows", "value": 5.0}.items() <= next(r for r in gate["results"]
+                                                               if r["metric"] == "n_rows").items()
+    code, out, _ = cli(["eval", "compare", world["runs"]["a"], world["runs"]["a2"], "--json",
+                        "--tracking-uri", uri], capsys)
+    logged = MlflowClient().get_run(json.loads(out)["logged_run"])
+    assert logged.info.run_name == "compare a vs a2"
+    assert {d.dataset.name for d in logged.inputs.dataset_inputs} >= {"eval"}  # the rows it compared
+    code, out, _ = cli(["eval", "review", "export", world["runs"]["a"], "--out", str(tmp_path / "r.jsonl"),
+                        "--n", "3", "--json", "--tracking-uri", uri], capsys)
+    assert code == 0 and json.loads(out)["rows"] == 3
