@@ -15,7 +15,6 @@ Errors are `{"error": "<one line>"}`. Storage and MLflow calls run in a worker t
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse

@@ -261,7 +261,7 @@ LINKS_SQL = """
 WITH b AS (
     SELECT id, split, site, question, question_id, link, tags, body_key,
            CASE WHEN group_key LIKE '%/t:%' THEN split_part(group_key, '/t:', 2) END AS tkey
-    FROM base_examples
+    FROM examples
 ),
 linked AS (
     SELECT k.idx, b.* FROM fb_keys k JOIN b ON b.tkey = k.title_key

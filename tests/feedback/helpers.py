@@ -87,3 +87,14 @@ def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     assert len(errors) <= 1, errors
     assert "Traceback" not in captured.err, captured.err
     return int(info.value.code or 0), captured.out, errors[0] if errors else ""
+
+
+def cli_streams(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """`llmops ARGS` in-process: (exit code, stdout, stderr)."""
+    from llmops.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err, captured.err
+    return int(info.value.code or 0), captured.out, captured.err
