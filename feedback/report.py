@@ -142,6 +142,14 @@ def version_reports(feedback_rows: Sequence[dict[str, Any]], log_rows: Sequence[
     return out
 
 
+def logged_model_id(version: Any) -> str | None:
+    """The logged model behind a registered version (SQLite stores leave `model_id` empty; the source names it)."""
+    if getattr(version, "model_id", None):
+        return version.model_id
+    source = str(getattr(version, "source", "") or "")
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
 def log_reports(reports: Sequence[VersionReport], store: str) -> None:
     """One MLflow run per version; metrics also linked to the version's logged model when the registry has it."""
     import mlflow
@@ -154,7 +162,7 @@ def log_reports(reports: Sequence[VersionReport], store: str) -> None:
     for report in reports:
         model_id = None
         try:
-            model_id = client.get_model_version(report.model_name, report.model_version).model_id
+            model_id = logged_model_id(client.get_model_version(report.model_name, report.model_version))
         except MlflowException:
             report.notes.append(f"{report.model_name} v{report.model_version} is not in this registry: metrics "
                                 "not linked to a logged model")
@@ -164,7 +172,5 @@ def log_reports(reports: Sequence[VersionReport], store: str) -> None:
                              "llmops.model_version": report.model_version,
                              "llmops.feedback_digest": report.feedback_digest})
             mlflow.log_params({"feedback_store": mask_text(store), "rating_kinds": ",".join(report.rating_kinds)})
-            mlflow.log_metrics(finite)
-            if model_id:
-                mlflow.log_metrics(finite, model_id=model_id)
+            mlflow.log_metrics(finite, model_id=model_id)  # on the run, and on the logged model when known
             report.run_id = run.info.run_id
