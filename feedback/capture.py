@@ -58,8 +58,10 @@ def parse_input(data: Any, where: str = "feedback") -> FeedbackInput:
         return FeedbackInput.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "body"
+        field = str(first["loc"][0]) if first["loc"] else "body"
         message = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+        if field == "rating" and first["type"] != "missing":  # a union: pydantic names every member it tried
+            message = "must be up/down, true/false or a number"
         known = ", ".join(FeedbackInput.model_fields)
         hint = f" (known: {known})" if first["type"] == "extra_forbidden" else ""
         raise InputError(f"{where}: {field}: {message}{hint}") from exc

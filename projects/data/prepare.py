@@ -397,7 +397,7 @@ def _log_common(prepared: Prepared, settings: Settings) -> None:
     import mlflow
 
     params = prepared.stats["params"]
-    mlflow.log_params({
+    _log_params_over_blank_defaults({
         "dataset_digest": prepared.digest, "dataset_scope": "+".join(prepared.split_digests),
         "dataset_lineage": prepared.lineage.key, "prompt_name": prepared.prompt.name,
         "prompt_version": prepared.prompt.version, "instruction_hash": prepared.prompt.instruction_hash,
@@ -418,6 +418,15 @@ def _log_common(prepared: Prepared, settings: Settings) -> None:
                        feedback_conflicts=fb["counts"].get("conflicts", 0),
                        **{f"feedback_{split}": n for split, n in fb["examples"].items()})
     mlflow.log_metrics(metrics)
+
+
+def _log_params_over_blank_defaults(values: dict[str, Any]) -> None:
+    """`mlflow run . -e prepare_data` logs the entry point's parameters first, a value left to the settings as ''
+    (e.g. `eval_percent`): keep that record instead of contradicting it (the resolved value is in the lineage)."""
+    import mlflow
+
+    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({k: v for k, v in values.items() if logged.get(k) not in ("", "''")})
 
 
 def _feedback_params(fold: Any) -> dict[str, Any]:

@@ -128,10 +128,8 @@ def test_from_thumbs_down_to_a_released_fix(tmp_path: Path, monkeypatch: pytest.
     assert len(corrected) >= 3, "the sample model should get most of these out-of-domain questions wrong"
 
     # the next dataset version: the MLproject step with the parameter, then tune, evaluate, register
-    # (eval_percent and test_percent given as the pipeline gives them: MLflow logs an entry point's '' default as
-    # a param, which the step's own param of the same name then contradicts)
     _run(tmp_path, str(BIN / "mlflow"), "run", str(REPO), "-e", "prepare_data", "-P", "include_feedback=true",
-         "-P", "eval_percent=20", "-P", "test_percent=0", "--env-manager", "local", "--experiment-name", "llmops")
+         "--env-manager", "local", "--experiment-name", "llmops")
     prep2 = client.search_runs([client.get_experiment_by_name("llmops").experiment_id],
                                filter_string="tags.`llmops.step` = 'prepare_data'",
                                order_by=["attributes.start_time DESC"])[0]

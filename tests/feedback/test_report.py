@@ -23,7 +23,7 @@ def _register_version() -> str:
     """A real registered version (a trivial pyfunc) so the report can link its metrics to the logged model."""
 
     class Echo(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input):  # pragma: no cover - never called
+        def predict(self, context, model_input: list[str]) -> list[str]:  # pragma: no cover - never called
             return model_input
 
     mlflow.set_experiment("llmops")
