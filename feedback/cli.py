@@ -17,12 +17,24 @@ app = typer.Typer(no_args_is_help=True)
 LogUri = setting_option("feedback.log_uri", "Inference log the request ids resolve through (folder or fsspec URL; "
                         "default: monitoring.log_uri).", "--log")
 StoreUri = setting_option("feedback.store_uri", "Feedback store (folder or fsspec URL).", "--store")
-AsJson = typer.Option(False, "--json", help="Print the result as JSON.")
+AsJson = typer.Option(False, "--json", help="Print the result as JSON (stdout holds nothing else).")
 
 
 def _settings(tracking_uri: str | None, log: str | None = None, store: str | None = None) -> Settings:
-    settings = settings_for(**{"mlflow.tracking_uri": tracking_uri, "feedback.log_uri": log,
-                               "feedback.store_uri": store})
+    """Settings for taking feedback. Assessments attach to traces already in the tracking store: a local store that
+    does not exist (a mistyped path) holds none, so it is not created; the feedback itself is still stored."""
+    import os
+
+    from llmops.cli_support import local_store_path
+
+    flags = {"mlflow.tracking_uri": tracking_uri, "feedback.log_uri": log, "feedback.store_uri": store}
+    settings = settings_for(**flags)
+    path = local_store_path(settings.mlflow.tracking_uri)
+    if (settings.feedback.log_assessments and path is not None and not path.exists()
+            and not os.environ.get("MLFLOW_RUN_ID")):
+        warn(f"MLflow tracking store {settings.mlflow.tracking_uri} does not exist: the feedback is stored, but no "
+             "assessments are logged (check --tracking-uri / MLFLOW_TRACKING_URI / mlflow.tracking_uri)")
+        settings = settings_for(**flags, **{"feedback.log_assessments": False})
     return settings
 
 
@@ -145,8 +157,10 @@ def review_command(
     cfg = settings.feedback
     drift = None
     if blank_to_none(monitor_run):
+        from llmops.cli_support import check_store
         from monitoring.examples import drift_examples_from_run
 
+        check_store(settings, "read")  # the monitor run lives there: a mistyped store is refused, not created
         _point_mlflow(settings)
         drift = drift_examples_from_run(monitor_run)
     log_rows = read_inference_log(resolve_log_uri(settings)).to_pylist()

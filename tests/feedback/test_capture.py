@@ -14,7 +14,7 @@ from feedback.capture import FeedbackInput, FeedbackService
 from llmops.errors import InputError
 from llmops.records import read_feedback
 from llmops.settings import load_settings
-from tests.feedback.helpers import cli, served, write_log
+from tests.feedback.helpers import cli, cli_streams, served, write_log
 
 
 def _traced_answer(question: str, request_id: str) -> str:
@@ -113,3 +113,17 @@ def test_cli_refusals_are_one_line_with_their_exit_code(tmp_path: Path, capsys, 
 def test_no_inference_log_configured(capsys) -> None:
     code, _, err = cli(["feedback", "add", "--request-id", "x", "--rating", "up"], capsys)
     assert code == 2 and "feedback.log_uri" in err
+
+
+def test_a_mistyped_tracking_store_is_not_created_and_the_feedback_is_kept(tmp_path: Path, capsys) -> None:
+    """The trace of a request lives in the tracking store: a store that does not exist holds none, so it is not
+    created as a side effect; the feedback still reaches its store, with a warning naming the store."""
+    record = write_log(tmp_path / "log", [served("Q?", "A.", trace_id="tr-123")])[0]
+    missing = tmp_path / "mlfow.db"
+    code, out, err = cli_streams(["feedback", "add", "--log", str(tmp_path / "log"), "--request-id",
+                                  record["request_id"], "--rating", "up", "--tracking-uri", f"sqlite:///{missing}",
+                                  "--json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["assessments"] == "off"
+    assert f"warning: MLflow tracking store sqlite:///{missing} does not exist" in err
+    assert not missing.exists() and read_feedback("outputs/feedback").num_rows == 1

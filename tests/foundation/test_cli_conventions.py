@@ -43,7 +43,8 @@ def _leaves() -> dict[str, object]:
 
 def test_every_command_that_prints_a_result_takes_json() -> None:
     leaves = _leaves()
-    assert {"eval run", "eval compare", "registry promote", "data prepare", "tune", "gc"} <= set(leaves)
+    assert {"eval run", "eval compare", "registry promote", "data prepare", "tune", "gc", "monitor run",
+            "feedback add", "feedback import", "feedback export", "feedback review", "feedback report"} <= set(leaves)
     missing = [path for path, command in leaves.items()
                if path.split()[0] not in NO_RESULT
                and "--json" not in {o for p in command.params for o in getattr(p, "opts", [])}]
@@ -68,6 +69,10 @@ def test_no_help_says_default_settings() -> None:
     (["registry", "promote", "--help"], "registry.policy_file = "),
     (["registry", "register", "--help"], "model.registered_name = so-qa-assistant"),
     (["gc", "--help"], "data.output_dir = "),
+    (["feedback", "review", "--help"], "feedback.review_size = 50"),
+    (["feedback", "add", "--help"], "feedback.store_uri = "),
+    (["monitor", "run", "--help"], "monitoring.window = 1h"),
+    (["data", "prepare", "--help"], "feedback.include_in_dataset = False"),
 ])
 def test_help_shows_the_effective_setting(args: list[str], shown: str) -> None:
     result = subprocess.run([LLMOPS, *args], capture_output=True, text=True, timeout=120,
@@ -91,6 +96,7 @@ READ_ONLY = [
     ["monitor", "trigger", "--feedback-count", "3", "--model", "models:/m/1"],
     ["prompts", "show", "prompts:/so-qa/1"],
     ["gc"],
+    ["feedback", "review", "--queue", "drift", "--monitor-run", "a" * 32, "--out", "x.csv"],
 ]
 
 
