@@ -9,7 +9,9 @@ The UI shows the same trace, the same assessments with the same names, sources a
 
 Deterministic scorers run in the row's thread; LLM judges (network-bound) run on a small pool, so a row waits for
 its slowest judge, not for their sum. A scorer that raises becomes an assessment with an error (as MLflow's
-harness records it); a prediction that raises is recorded as the row's error and its trace ends in error.
+harness records it); a prediction that raises is recorded as the row's error and its trace ends in error. A
+question the chain refuses by its own input contract (`InputError`: too long, empty; the server answers such a
+request 4xx) is the row's refusal instead: scored as the abstention the user gets, counted apart from failures.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from evaluation.dataset import EvalRow
 from evaluation.scorers import Latency
+from llmops.errors import InputError
 
 ROW_TAG = "llmops.row_id"
 ROOT_SPAN = "qa_chain"
@@ -49,6 +52,7 @@ class RowResult:
     response: dict[str, Any]
     scores: dict[str, Score] = field(default_factory=dict)
     error: str = ""  # the prediction failed: scores are those of an empty answer
+    refused: str = ""  # the chain refused the question (InputError): scores are those of an abstention
 
 
 def as_response(output: Any) -> dict[str, Any]:
@@ -106,20 +110,21 @@ class RowScorer:
         with mlflow.start_span(name=ROOT_SPAN, span_type="CHAIN") as span:
             span.set_inputs({"question": question})
             started = time.perf_counter_ns()
-            error = ""
+            error = refused = ""
             try:
                 response = as_response(self._predict(question))
+            except InputError as exc:  # the chain's own input contract: no answer, as the server would give
+                response, refused, failure = {"answer": "", "abstained": True}, f"{type(exc).__name__}: {exc}", exc
             except Exception as exc:  # noqa: BLE001 - recorded on the row; the trace ends in error below
-                response, error = {"answer": ""}, f"{type(exc).__name__}: {exc}"
-                failure = exc
+                response, error, failure = {"answer": ""}, f"{type(exc).__name__}: {exc}", exc
             latency_ms = (time.perf_counter_ns() - started) / 1e6
-            result = RowResult(row, span.trace_id, response, self.score(row, response, latency_ms), error)
+            result = RowResult(row, span.trace_id, response, self.score(row, response, latency_ms), error, refused)
             self._attach(result)
             with self._lock:
                 self.results[row.row_id] = result
             if self._on_row is not None:
                 self._on_row(1)
-            if error:
+            if error or refused:
                 raise failure
             span.set_outputs(response)
         return response

@@ -66,6 +66,8 @@ class EvalOutcome:
     judge_error_example: str = ""
     predict_errors: int = 0
     predict_error_example: str = ""
+    predict_refused: int = 0
+    predict_refused_example: str = ""
 
 
 def train_info(train_uri: str | None) -> tuple[set[str], list[str], int]:
@@ -190,7 +192,7 @@ def rows_table(results: dict[str, RowResult], dataset: EvalDataset, scorer_names
             "row_id": row.row_id, "trace_id": result.trace_id, "question": row.question, "reference": row.reference,
             "answer": str(response.get("answer", "")), "response_abstained": bool(response.get("abstained", False)),
             "citations": ",".join(str(c.get("source_id")) for c in response.get("citations") or []),
-            "predict_error": result.error,
+            "predict_error": result.error, "predict_refused": result.refused,
         }
         for name in scorer_names:
             score = result.scores.get(name)
@@ -271,6 +273,7 @@ def outcome_metrics(rows: Any, names: list[str], baselines: list[BaselineRows], 
     predictions = errors_of(rows, ["predict_error"])
     metrics["judge_errors"] = float(judges[0])
     metrics["predict_errors"] = float(predictions[0])
+    metrics["predict_refused"] = float(errors_of(rows, ["predict_refused"])[0])
     return metrics, summary, judges, predictions
 
 
@@ -305,7 +308,9 @@ def evaluate_target(target: Target, dataset: EvalDataset, *, settings: Any, judg
         rows, names, baselines, abstain_value=abstain_value, cfg=cfg, n_train=target.params.get("n_train"),
         judge_names={j.name for j in judges})
     _log_outcome(metrics, rows, summary, cfg, dataset, [j.name for j in judges])
-    return EvalOutcome(run.info.run_id, metrics, rows, judge_errors, judge_example, predict_errors, predict_example)
+    refused, refused_example = errors_of(rows, ["predict_refused"])
+    return EvalOutcome(run.info.run_id, metrics, rows, judge_errors, judge_example, predict_errors, predict_example,
+                       refused, refused_example)
 
 
 def predict_and_score(target: Target, dataset: EvalDataset, scorers: list[Any], judges: list[Any], *, workers: int,
@@ -412,7 +417,13 @@ def run_evaluate_step(tune_run_id: str, eval_uri: str, *, settings: Any, judges:
 
 
 def raise_on_errors(outcome: EvalOutcome) -> None:
-    """After the run is logged (kept for inspection): failed predictions or judge calls fail the command."""
+    """After the run is logged (kept for inspection): failed predictions or judge calls fail the command; questions
+    the chain refused (its input contract) are a warning line, scored as abstentions."""
+    if outcome.predict_refused:
+        from llmops.cli_support import warn
+
+        warn(f"{outcome.predict_refused} question(s) refused by the chain (first: {outcome.predict_refused_example});"
+             f" scored as abstentions, counted in predict_refused (run {outcome.run_id})")
     if outcome.predict_errors:
         raise BackendError(f"{outcome.predict_errors} prediction(s) failed (first: {outcome.predict_error_example}); "
                            f"those rows are scored as empty answers (run {outcome.run_id})")

@@ -288,6 +288,7 @@ RUN_METRICS: dict[str, MetricInfo] = {
     "n_train": MetricInfo(None, False),
     "judge_errors": MetricInfo("lower", False),
     "predict_errors": MetricInfo("lower", False),
+    "predict_refused": MetricInfo("lower", False),
 }
 
 _SUFFIXES = ("mean", "ci_low", "ci_high", "n")

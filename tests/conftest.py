@@ -17,9 +17,12 @@ VENV_BIN = Path(sys.executable).parent
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Every test runs in its own directory with no LLMOPS_* / MLflow variables leaking in."""
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        # mlflow.set_experiment() in a module fixture writes these into os.environ; deleting them through
+        # monkeypatch would put them back after every test and point later tests at a store's experiment.
+        os.environ.pop(key, None)
     for key in list(os.environ):
-        if key.startswith("LLMOPS_") or key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID",
-                                                 "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        if key.startswith("LLMOPS_") or key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")

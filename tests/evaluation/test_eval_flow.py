@@ -187,6 +187,28 @@ def test_failed_predictions_are_counted_kept_and_fail_the_command(world) -> None
         raise_on_errors(outcome)
 
 
+def test_questions_the_chain_refuses_are_abstentions_not_failures(world, tmp_path: Path, capsys) -> None:
+    """Real data holds questions longer than the chain accepts (its input contract; the server answers them 4xx):
+    such a row is the abstention a user gets, counted in predict_refused, a warning, not a failed evaluation."""
+    from evaluation.dataset import load_eval_dataset
+    from evaluation.run import evaluate_target, raise_on_errors, tune_run_target
+
+    lines = world["files"]["eval"].read_text(encoding="utf-8").splitlines()[:3]
+    long = json.loads(lines[0]) | {"id": "long-1", "question": "How do I parse this log? " + "x" * 9000}
+    path = write_jsonl(tmp_path / "eval.jsonl", [*map(json.loads, lines), long])
+    dataset = load_eval_dataset(str(path))
+    with mlflow.start_run(run_name="refused"):
+        outcome = evaluate_target(tune_run_target(world["tune_run_id"], world["settings"]), dataset,
+                                  settings=world["settings"])
+    assert outcome.predict_errors == 0 and outcome.predict_refused == 1
+    assert outcome.metrics["predict_refused"] == 1.0 and outcome.metrics["predict_errors"] == 0.0
+    refused = outcome.rows.set_index("row_id").loc["long-1"]
+    assert refused["predict_refused"].startswith("InputError: question is") and refused["predict_error"] == ""
+    assert bool(refused["response_abstained"]) and outcome.metrics["coverage"] <= 0.75
+    raise_on_errors(outcome)  # no exception: a warning line
+    assert "1 question(s) refused by the chain (first: row long-1" in capsys.readouterr().err
+
+
 def test_identical_runs_not_distinguishable_and_logged(world, capsys) -> None:
     runs = world["runs"]
     code, out, _ = cli(["eval", "compare", runs["a"], runs["a2"], "--json", "--tracking-uri", world["uri"]], capsys)
