@@ -123,8 +123,14 @@ def start_server(uri: str, folder: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("mlflow server did not become healthy within 120 s")
 
 
-def _settle(page, ms: int = 6000) -> None:
-    """The UI polls forever (no network idle): wait, then close the assistant side panel if it opened."""
+def _settle(page, ms: int = 3000, expect: str | None = None) -> None:
+    """The UI polls forever (no network idle): wait for `expect` to show (a loaded machine renders slowly), then a
+    little longer, then close the assistant side panel if it opened."""
+    if expect:
+        try:
+            page.get_by_text(expect).first.wait_for(timeout=90_000)
+        except Exception:  # noqa: BLE001 - the check that reads the page names what is missing
+            pass
     page.wait_for_timeout(ms)
     close = page.locator("button[aria-label='Close']")
     if close.count():
@@ -146,12 +152,12 @@ def browse(world: dict, base: str, out: Path, chromium: str, report: Report) -> 
         # 1. the runs list, pipeline expanded: every run named by what it is
         page.goto(f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning", wait_until="load",
                   timeout=120_000)
-        _settle(page)
+        _settle(page, expect="pipeline local")
         parent = page.locator("[role=row]", has_text="pipeline local").first
         expander = parent.locator("button[data-component-id*='runnamecellrenderer']")
         if expander.count():
             expander.first.click()
-            page.wait_for_timeout(2000)
+            _settle(page, 1000, expect="register so-qa-assistant")
         page.screenshot(path=str(out / "runs.png"))
         report.screenshots["runs"] = str(out / "runs.png")
         text = page.inner_text("body")
@@ -166,7 +172,7 @@ def browse(world: dict, base: str, out: Path, chromium: str, report: Report) -> 
         runs = json.dumps(world["eval_runs"])
         page.goto(f"{base}/#/compare-runs?runs={runs}&experiments={json.dumps([experiment])}", wait_until="load",
                   timeout=120_000)
-        _settle(page, 8000)
+        _settle(page, 5000, expect="Headline/answered_token_f1")
         page.screenshot(path=str(out / "compare.png"))
         report.screenshots["compare"] = str(out / "compare.png")
         text = page.inner_text("body")
@@ -184,14 +190,14 @@ def browse(world: dict, base: str, out: Path, chromium: str, report: Report) -> 
         page.set_viewport_size({"width": 1500, "height": 1000})
         page.goto(f"{base}/#/experiments/{experiment}/datasets?workflowType=genai", wait_until="load",
                   timeout=120_000)
-        _settle(page)
+        _settle(page, expect="so-qa-eval@")
         page.screenshot(path=str(out / "datasets.png"))
         report.screenshots["datasets"] = str(out / "datasets.png")
         name = f"so-qa-eval@{world['eval_digest']}"
         report.check(f"Datasets page lists {name}", name in page.inner_text("body"))
         page.goto(f"{base}/#/experiments/{experiment}/evaluation-runs?workflowType=genai", wait_until="load",
                   timeout=120_000)
-        _settle(page)
+        _settle(page, expect="Headline/")
         page.screenshot(path=str(out / "evaluation-runs.png"))
         report.screenshots["evaluation-runs"] = str(out / "evaluation-runs.png")
         report.check("evaluation runs page shows Headline/ columns", "Headline/" in page.inner_text("body"))
