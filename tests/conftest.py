@@ -14,6 +14,13 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 VENV_BIN = Path(sys.executable).parent
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The end-to-end files first (a stable sort): `pytest -n N --dist loadfile` hands files out in this order, so
+    the longest ones start at once instead of ending the run alone on one worker."""
+    whole_loops = {item.path for item in items if item.get_closest_marker("e2e")}
+    items.sort(key=lambda item: item.path not in whole_loops)
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Every test runs in its own directory with no LLMOPS_* / MLflow variables leaking in."""
