@@ -226,7 +226,8 @@ def read_compiled(path: Path) -> dict[str, Any]:
     return {"spec": spec, "definition_digest": compiled, "code_digest": match.group(2),
             "parameters": {name: value.get("defaultValue") for name, value in
                            spec["root"]["inputDefinitions"]["parameters"].items()},
-            "tracking_uri": _compiled_env(spec).get("MLFLOW_TRACKING_URI")}
+            "tracking_uri": _compiled_env(spec).get("MLFLOW_TRACKING_URI"),
+            "experiment_name": _compiled_env(spec).get("LLMOPS_MLFLOW__EXPERIMENT_NAME")}
 
 
 def _compiled_env(spec: dict[str, Any]) -> dict[str, str]:
