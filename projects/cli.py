@@ -98,7 +98,13 @@ def pipeline_command(
     })
     alias = blank_to_none(promote_to) or "staging"
     if target == "kfp-local":
-        outcome = _run_kfp_local(settings, explicit, alias, template, kfp_cache)
+        flags = {"tag_pattern": tag_pattern, "answer_date_cutoff": answer_date_cutoff, "limit": limit,
+                 "eval_percent": eval_percent, "test_percent": test_percent, "backend": backend,
+                 "base_model": base_model, "epochs": epochs, "vectorizer": vectorizer,
+                 "abstain_value": abstain_value, "model_name": model_name}
+        values = {**{k: v for k, v in flags.items() if blank_to_none(v) is not None}, **explicit,
+                  "promote_to": alias}
+        outcome = _run_kfp_local(settings, values, template, kfp_cache)
     else:
         from projects.pipeline import run_pipeline
 
@@ -111,30 +117,23 @@ def _stderr(message: str) -> None:
     typer.echo(message, err=True)
 
 
-def _run_kfp_local(settings, explicit: dict[str, str], alias: str, template: Path | None, cache: bool) -> dict:
-    """The compiled pipeline under kfp.local: flags given to `run` become the compiled pipeline's parameters."""
+def _run_kfp_local(settings, values: dict[str, str], template: Path | None, cache: bool) -> dict:
+    """The compiled pipeline under kfp.local; the flags given to `run` are its parameter values (its tasks are
+    new processes: they read the settings from the environment, not from this command line). With the cache on,
+    task outputs and the cache live in .llmops/kfp-local, so the next run can hit it."""
     import tempfile
 
-    from projects.pipeline_definition import SETTING_OF
+    from llmops.settings import load_settings
     from projects.pipeline_kfp import compile_pipeline, run_local
 
-    values = dict(explicit)
-    values["promote_to"] = alias
-    for name in ("tag_pattern", "answer_date_cutoff", "limit", "eval_percent", "test_percent", "backend",
-                 "model_name", "vectorizer", "abstain_value", "base_model", "epochs"):
-        resolved = SETTING_OF[name](settings)
-        values.setdefault(name, "" if resolved is None else str(resolved))
     with tempfile.TemporaryDirectory(prefix="llmops-kfp-local-") as folder:
-        if template is None:
-            from llmops.settings import load_settings
-
-            image = settings.pipeline.image or "local"  # kfp.local runs tasks in this interpreter: no image
-            compiled = load_settings({"pipeline": {"image": image},
-                                      "mlflow": {"tracking_uri": settings.mlflow.tracking_uri}})
+        if template is None:  # kfp.local runs every task with this interpreter: the image is only a name
+            compiled = load_settings({"pipeline": {"image": settings.pipeline.image or "local",
+                                                   "tracking_uri": settings.mlflow.tracking_uri}})
             template = Path(folder) / "pipeline.yaml"
             compile_pipeline(compiled, template)
-        outputs = run_local(template, values, Path(folder) / "root", enable_caching=cache) if not cache else \
-            run_local(template, values, Path(".llmops") / "kfp-local", enable_caching=True)
+        root = Path(".llmops") / "kfp-local" if cache else Path(folder) / "root"
+        outputs = run_local(template, values, root, enable_caching=cache)
     return {"model_name": outputs["model_name"], "version": outputs["model_version"], "alias": outputs["alias"],
             "run_id": outputs["run_id"], "target": "kfp-local"}
 
