@@ -368,8 +368,11 @@ def run_local(template: Path, parameter_values: Mapping[str, str], pipeline_root
     bin_dir = str(Path(sys.executable).parent)  # lightweight components call `python3`: this interpreter's
     if os.environ.get("PATH", "").split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    import contextlib
+
     try:
-        task = pipeline(**dict(parameter_values))
+        with contextlib.redirect_stdout(sys.stderr):  # the tasks' logs are progress: stdout keeps the result
+            task = pipeline(**dict(parameter_values))
     except RuntimeError as exc:
         from projects.pipeline import StepFailedError
 
