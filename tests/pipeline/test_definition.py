@@ -181,3 +181,15 @@ def test_run_llmops_finds_the_venv_from_a_shell_without_it(tmp_path: Path) -> No
     missing = subprocess.run(["/bin/sh", str(lone / "run-llmops"), "--version"], cwd=tmp_path,
                              env={"PATH": "/nonexistent"}, capture_output=True, text=True, timeout=60, check=False)
     assert missing.returncode == 2 and "no Python with the llmops package" in missing.stderr
+
+
+def test_extra_flags_from_mlflow_run_become_pipeline_parameters() -> None:
+    """`mlflow run . -P validation_percent=20` appends `--validation-percent 20` to main's command."""
+    from projects.cli import _extra_params
+    from projects.pipeline_definition import DefinitionError
+
+    assert _extra_params(["--validation-percent", "20", "--seed=3"]) == {"validation_percent": "20", "seed": "3"}
+    with pytest.raises(DefinitionError, match="needs a value"):
+        _extra_params(["--seed"])
+    with pytest.raises(DefinitionError, match="unexpected argument 'stray'"):
+        _extra_params(["stray"])
