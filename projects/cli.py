@@ -3,7 +3,11 @@ Vertex AI Pipelines where the data is)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
@@ -108,9 +112,27 @@ def pipeline_command(
     else:
         from projects.pipeline import run_pipeline
 
-        outcome = run_pipeline(settings, promote_to=alias, log=echo if not as_json else _stderr, params=explicit)
+        with _stdout_to_stderr(as_json):  # the steps' own output too: stdout keeps only the JSON
+            outcome = run_pipeline(settings, promote_to=alias, log=echo if not as_json else _stderr, params=explicit)
     _print(outcome, as_json,
            [f"model: models:/{outcome['model_name']}@{outcome['alias']} (version {outcome['version']})"])
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(enabled: bool) -> Iterator[None]:
+    """File descriptor 1 pointed at stderr while child processes (the steps) run."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _stderr(message: str) -> None:

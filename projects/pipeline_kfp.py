@@ -167,8 +167,17 @@ def task_environment(settings: Settings) -> dict[str, str]:
     return {**env, **settings.pipeline.env}
 
 
+def _kfp():
+    try:
+        import kfp
+    except ImportError as exc:
+        raise ConfigError("the KFP runner needs the kfp extra: pip install -c requirements.lock -e '.[kfp]'") from exc
+    return kfp
+
+
 def compile_pipeline(settings: Settings, output: Path) -> dict[str, Any]:
     """Compile the definition to a KFP v2 YAML at `output` (written to a temporary file, then renamed)."""
+    _kfp()
     from kfp import compiler
 
     from projects.pipeline_definition import code_digest
@@ -354,6 +363,7 @@ def run_local(template: Path, parameter_values: Mapping[str, str], pipeline_root
               enable_caching: bool = False) -> dict[str, str]:
     """Run a compiled pipeline YAML on this machine with `kfp.local`'s SubprocessRunner (each task a subprocess of
     this interpreter; no cluster, no Docker)."""
+    _kfp()
     import kfp.local
     from kfp import components
 

@@ -70,7 +70,11 @@ def submit_pipeline(settings: Settings, template: Path, explicit: Mapping[str, s
     experiment = info["experiment_name"] or settings.mlflow.experiment_name
     values = {k: v for k, v in explicit.items() if v != ""}
 
-    from google.cloud import aiplatform
+    try:
+        from google.cloud import aiplatform
+    except ImportError as exc:
+        raise ConfigError("submitting to Vertex AI needs the gcp extra: pip install -c requirements.lock -e "
+                          "'.[gcp]'") from exc
     from mlflow.tracking import MlflowClient
 
     aiplatform.init(project=target["project"], location=target["region"],
