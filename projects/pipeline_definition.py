@@ -229,14 +229,24 @@ def definition_digest(root: Path | None = None) -> str:
 # --- values and keys ------------------------------------------------------------------------------------------------
 
 
+_FLAG_KEYS: dict[str, dict[str, str]] = {}
+
+
 def _flag_setting_keys(step: Step, root: Path | None = None) -> dict[str, str]:
     """{parameter: settings key} from the step command's flags: `--include-feedback {include_feedback}` in MLproject
     and `setting_option("data.include_feedback", ...)` on `llmops data prepare` -> data.include_feedback."""
+    command = entry_points(root)[step.name].command
+    if command not in _FLAG_KEYS:
+        _FLAG_KEYS[command] = _read_flag_setting_keys(command)
+    return _FLAG_KEYS[command]
+
+
+def _read_flag_setting_keys(command: str) -> dict[str, str]:
     import typer
 
     from llmops.cli import _register_groups, app
 
-    words = shlex.split(entry_points(root)[step.name].command)
+    words = shlex.split(command)
     starts = [i + 1 for i, w in enumerate(words) if w in ("llmops.cli", LAUNCHER)]
     if not starts:
         return {}
