@@ -26,6 +26,7 @@ from projects.pipeline_definition import (  # noqa: F401 - re-exported: the help
     outputs_of,
     section_digest,
     step_key,
+    step_settings,
     step_values,
     warehouse_fingerprint,
     wired_values,
@@ -49,6 +50,7 @@ class Driver:
         self.code = code_digest()
         self.log = log
         self.parent_run_id = parent_run_id
+        self.key_settings = step_settings()  # after export_settings: what the steps will see
 
     def _finished_run(self, key: str):
         runs = self.client.search_runs(
@@ -94,7 +96,7 @@ class Driver:
         """One step of the definition: its values resolved, its key computed, run or reused; returns the run, what
         it hands on and the parameters it ran with."""
         params = step_values(step, self.settings, explicit, wired)
-        key = key_of(step, params, self.settings, self.code)
+        key = key_of(step, params, self.key_settings, self.code)
         run = self.step(step.name, params, key=key, still_valid=_validity(step, params))
         return run, {**outputs_of(step, run), "step_key": key}, params
 

@@ -341,6 +341,19 @@ def section_digest(settings: Settings, *sections: str) -> str:
     return hashlib.sha256(json.dumps(dumped, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def step_settings() -> Settings:
+    """The settings a step process sees: this process's (exported) environment, read in the project directory,
+    where MLflow Projects runs every step command. Keys hash these, not the caller's: a path setting resolved
+    against the caller's working directory (e.g. the judge cache) would otherwise give the MLflow driver started
+    by `mlflow run .` (in the project) and a KFP task (anywhere) different keys for the same step."""
+    import contextlib
+
+    from llmops.settings import load_settings
+
+    with contextlib.chdir(repo_root()):
+        return load_settings()
+
+
 def step_extra(step: Step, settings: Settings) -> str:
     """What the key hashes beyond the parameters and the code."""
     sections = section_digest(settings, *step.sections) if step.sections else ""

@@ -296,12 +296,12 @@ def start_task(parent_run_id: str, compiled_definition: str, compiled_code: str)
 def key_task(step_name: str, values: Mapping[str, str], parent_run_id: str) -> str:
     """The MLflow step key of a cached step, computed where it runs (the settings of its container), so that KFP's
     cache key, which includes it, changes exactly when MLflow's reuse key does."""
-    from projects.pipeline_definition import code_digest, key_of, step_values
+    from projects.pipeline_definition import code_digest, key_of, step_settings, step_values
 
     step = step_named(step_name)
     settings, _, _ = _task_context()
     explicit, wired = _split(step, values)
-    key = key_of(step, step_values(step, settings, explicit, wired), settings, code_digest())
+    key = key_of(step, step_values(step, settings, explicit, wired), step_settings(), code_digest())
     print(f"[{step_name}] step key {key}")
     return key
 

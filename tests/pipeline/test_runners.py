@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,10 +120,16 @@ def test_steps_hand_over_mlflow_locations(runs) -> None:
 
 
 def test_kfp_cache_hits_exactly_when_the_mlflow_step_key_is_unchanged(runs) -> None:
-    log = runs["second"]["log"]
-    assert "Task prepare-data cache hit" in log and "Task tune cache hit" in log
-    assert "Task evaluate cache hit" not in log and "[evaluate] running" in log  # its key changed
-    assert "cache hit" not in runs["first"]["log"]
+    first_log, log = runs["first"]["log"], runs["second"]["log"]
+
+    def key(text: str, step: str) -> str:
+        return re.search(rf"\[{step}\] step key (\w+)", text).group(1)
+
+    for step in ("prepare_data", "tune"):  # same key: the key task ran, the step task was served from the cache
+        assert key(first_log, step) == key(log, step)
+        assert f"[{step}] run_id:" in first_log and f"[{step}] run_id:" not in log
+    assert key(first_log, "evaluate") != key(log, "evaluate")  # its key changed: the task ran, and so did the step
+    assert "[evaluate] running" in log and "[evaluate] run_id:" in log
     client = _client(runs["b"])
     first, second = _pipelines(client)
     # what evaluate's task received besides its key was the same both times: a cache keyed on inputs alone hits
