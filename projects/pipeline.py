@@ -125,6 +125,7 @@ def export_settings(settings: Settings) -> None:
     os.environ["LLMOPS_MLFLOW__EXPERIMENT_NAME"] = settings.mlflow.experiment_name
     os.environ["LLMOPS_WAREHOUSE__TABLES"] = json.dumps(settings.warehouse.tables)
     os.environ["LLMOPS_DATA__OUTPUT_DIR"] = settings.data.output_dir
+    os.environ["LLMOPS_FEEDBACK__STORE_URI"] = settings.feedback.store_uri  # absolute: the key and the step agree
     config = os.environ.get("LLMOPS_CONFIG") or ("llmops.yaml" if Path("llmops.yaml").exists() else None)
     if config:
         os.environ["LLMOPS_CONFIG"] = str(Path(config).resolve())

@@ -13,8 +13,11 @@ child runs through `mlflow.projects.run`) and the KFP compiler (`projects/pipeli
   the MLproject default is passed ('' = "the step reads its settings").
 - **Outputs** are MLflow locations, never file contents: a run id, or a `runs:/` / `gs://` URI read from a run tag.
 - **The step key** hashes the entry point, its resolved parameters, the code digest and the settings sections (and,
-  for the data step, the local warehouse files) the step reads beyond its parameters. The MLflow driver and every
-  KFP task compute it with `step_key` below, so a step run by one runner is reused by the other.
+  for the data step, the local warehouse files) the step reads beyond its parameters. When the data step folds the
+  feedback store in (`include_feedback`, or `feedback.include_in_dataset`), the key also hashes the store's
+  fingerprint (`projects.data.feedback.feedback_fingerprint`) and the feedback settings: new feedback re-prepares the
+  data instead of reusing a version without it. The MLflow driver and every KFP task compute it with `step_key`
+  below, so a step run by one runner is reused by the other.
 """
 
 from __future__ import annotations
@@ -57,13 +60,15 @@ class Step:
     fingerprint_warehouse: bool = False  # local warehouse files (size, mtime) are part of the reuse key
     still_valid: str | None = None  # "version": the registered version still exists; "alias": it still holds it
     renames: Mapping[str, str] = field(default_factory=dict)  # parameter -> the pipeline parameter it reads
+    feedback_switch: str | None = None  # the parameter that folds the feedback store in: its content joins the key
 
 
 STEPS: tuple[Step, ...] = (
     Step("prepare_data",
          outputs=(Output("run_id"), Output("train_uri", "llmops.train_uri"), Output("eval_uri", "llmops.eval_uri"),
                   Output("dataset_digest", "llmops.dataset_digest")),
-         sections=("data", "dataprep", "warehouse", "prompt"), fingerprint_warehouse=True),
+         sections=("data", "dataprep", "warehouse", "prompt"), fingerprint_warehouse=True,
+         feedback_switch="include_feedback"),
     Step("tune", wires={"train_uri": ("prepare_data", "train_uri"), "eval_uri": ("prepare_data", "eval_uri")},
          sections=("tuning", "backend", "chain")),
     Step("evaluate", wires={"tune_run_id": ("tune", "run_id"), "eval_uri": ("prepare_data", "eval_uri")},
@@ -104,6 +109,7 @@ SETTING_OF: dict[str, Callable[[Settings], Any]] = {
     "seed": _backend_only("hf", lambda s: s.tuning.seed),
     "gcs_uri": _backend_only("vertex", lambda s: s.tuning.vertex.gcs_uri or ""),
     "model_name": lambda s: s.model.registered_name,
+    "include_feedback": lambda s: str(s.feedback.include_in_dataset).lower(),
 }
 
 
@@ -219,7 +225,8 @@ def definition_digest(root: Path | None = None) -> str:
     payload = {
         "steps": [{"name": s.name, "wires": dict(s.wires), "outputs": [(o.name, o.tag) for o in s.outputs],
                    "sections": s.sections, "fingerprint_warehouse": s.fingerprint_warehouse,
-                   "still_valid": s.still_valid, "renames": dict(s.renames)} for s in STEPS],
+                   "still_valid": s.still_valid, "renames": dict(s.renames), "feedback_switch": s.feedback_switch}
+                  for s in STEPS],
         "entry_points": {s.name: {"parameters": [(p.name, p.default, p.type) for p in eps[s.name].parameters],
                                   "command": eps[s.name].command} for s in STEPS},
     }
@@ -354,12 +361,39 @@ def step_settings() -> Settings:
         return load_settings()
 
 
-def step_extra(step: Step, settings: Settings) -> str:
+def feedback_included(step: Step, params: Mapping[str, str], settings: Settings) -> bool:
+    """Whether this run of `step` folds the feedback store in: its switch parameter as the step parses it (a bool
+    setting; '' = `feedback.include_in_dataset`). A value the step would refuse is refused here, before anything
+    runs."""
+    if step.feedback_switch is None:
+        return False
+    value = str(params.get(step.feedback_switch, "")).strip()
+    if value in ("", "''"):
+        return bool(settings.feedback.include_in_dataset)
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(bool).validate_python(value)
+    except ValidationError:
+        raise DefinitionError(f"{step.feedback_switch}={value!r}: expected true or false") from None
+
+
+def feedback_part(settings: Settings) -> str:
+    """The feedback store's fingerprint (its part names: append-only, a new record is a new part) and the feedback
+    settings the fold reads (where the store is, the rating rules, the conflict order)."""
+    from projects.data.feedback import feedback_fingerprint
+
+    return f"feedback={feedback_fingerprint(settings.feedback.store_uri)}:{section_digest(settings, 'feedback')}"
+
+
+def step_extra(step: Step, settings: Settings, params: Mapping[str, str] | None = None) -> str:
     """What the key hashes beyond the parameters and the code."""
-    sections = section_digest(settings, *step.sections) if step.sections else ""
+    extra = section_digest(settings, *step.sections) if step.sections else ""
     if step.fingerprint_warehouse:
-        return f"{warehouse_fingerprint(settings)}:{sections}"
-    return sections
+        extra = f"{warehouse_fingerprint(settings)}:{extra}"
+    if feedback_included(step, params or {}, settings):
+        extra = f"{extra}:{feedback_part(settings)}"
+    return extra
 
 
 def step_key(entry_point: str, params: dict[str, Any], extra: str) -> str:
@@ -369,7 +403,7 @@ def step_key(entry_point: str, params: dict[str, Any], extra: str) -> str:
 
 def key_of(step: Step, params: dict[str, str], settings: Settings, code: str) -> str:
     """The reuse key of `step` run with `params` under `settings` and code digest `code` (both runners)."""
-    return step_key(step.name, params, f"{code}:{step_extra(step, settings)}")
+    return step_key(step.name, params, f"{code}:{step_extra(step, settings, params)}")
 
 
 def outputs_of(step: Step, run: Any) -> dict[str, str]:

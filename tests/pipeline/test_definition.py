@@ -60,32 +60,30 @@ def test_wires_name_outputs_of_earlier_steps_and_outputs_are_locations() -> None
 
 
 def test_a_parameter_added_to_mlproject_is_one_edit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What issue 14 does for --include-feedback: one line in MLproject (plus the step's own flag) and both runners
+    """What issue 14 did for include_feedback: one line in MLproject (plus the step's own flag) and both runners
     have it - a pipeline parameter, a value for the step, a changed definition digest, a KFP input."""
     from llmops.settings import load_settings
     from projects import pipeline_definition as d
 
     before = d.definition_digest()
+    anchor = '      include_feedback: {type: string, default: ""}'
 
     def add(text: str) -> str:
-        return text.replace("      question_date_to: {type: string, default: \"\"}\n    command: >-\n"
-                            "      sh projects/run-llmops data prepare",
-                            "      question_date_to: {type: string, default: \"\"}\n"
-                            "      include_feedback: {type: string, default: \"no\"}\n    command: >-\n"
-                            "      sh projects/run-llmops data prepare", 1)
+        assert anchor in text
+        return text.replace(anchor, anchor + '\n      min_score: {type: string, default: "no"}', 1)
 
     project_copy(tmp_path, monkeypatch, add)
-    assert d.pipeline_parameters()["include_feedback"].default == "no"
+    assert d.pipeline_parameters()["min_score"].default == "no"
     assert d.definition_digest() != before
     step = d.step_named("prepare_data")
     settings = load_settings()
-    assert d.step_values(step, settings, {}, {})["include_feedback"] == "no"
-    assert d.step_values(step, settings, {"include_feedback": "yes"}, {})["include_feedback"] == "yes"
+    assert d.step_values(step, settings, {}, {})["min_score"] == "no"
+    assert d.step_values(step, settings, {"min_score": "yes"}, {})["min_score"] == "yes"
     from projects.pipeline_kfp import component_source
 
     source = component_source("img", "0" * 16, "1" * 16)
-    assert "def prepare_data(tag_pattern: str" in source and "include_feedback: str" in source
-    assert "include_feedback: str = 'no'" in source  # the pipeline parameter, with MLproject's default
+    assert "def prepare_data(tag_pattern: str" in source and "min_score: str" in source
+    assert "min_score: str = 'no'" in source  # the pipeline parameter, with MLproject's default
 
 
 def test_two_defaults_for_one_pipeline_parameter_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
