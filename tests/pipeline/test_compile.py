@@ -18,13 +18,27 @@ IMAGE = "us-docker.pkg.dev/demo/llmops/llmops:abc123"
 SERVER = "https://mlflow.example.internal"
 
 
-@pytest.fixture
-def compiled(tmp_path: Path, capsys, monkeypatch) -> tuple[dict, dict]:
-    monkeypatch.setenv("LLMOPS_PIPELINE__ENV", json.dumps({"LLMOPS_WAREHOUSE__ENGINE": "bigquery"}))
-    code, out, err = cli(capsys, "pipeline", "compile", "--target", "kfp", "--output", "pipeline.yaml",
-                         "--image", IMAGE, "--pipeline-tracking-uri", SERVER, "--json")
-    assert code == 0, err
-    return yaml.safe_load((tmp_path / "pipeline.yaml").read_text()), json.loads(out)
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    """One compile for the module's read-only checks, through the CLI in a clean environment and directory."""
+    import contextlib
+    import io
+    import os
+
+    folder = tmp_path_factory.mktemp("compiled")
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith(("LLMOPS_", "MLFLOW_"))]:
+            mp.delenv(key)
+        mp.setenv("LLMOPS_PIPELINE__ENV", json.dumps({"LLMOPS_WAREHOUSE__ENGINE": "bigquery"}))
+        mp.chdir(folder)
+        from llmops.cli import main
+
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+            main(["pipeline", "compile", "--target", "kfp", "--output", "pipeline.yaml", "--image", IMAGE,
+                  "--pipeline-tracking-uri", SERVER, "--json"])
+    assert not done.value.code, out.getvalue()
+    return yaml.safe_load((folder / "pipeline.yaml").read_text()), json.loads(out.getvalue())
 
 
 def _tasks(spec: dict) -> dict:
@@ -67,6 +81,8 @@ def test_dag_hands_over_locations_and_run_ids(compiled) -> None:
     assert source("promote", "version") == ("register", "model_version")
     assert source("promote", "alias") == "promote_to"
     assert source("prepare-data", "limit") == "limit"
+    assert source("prepare-data", "include_feedback") == "include_feedback"  # issue 14's switch, a pipeline input
+    assert source("prepare-data", "model_name") == source("register", "model_name") == "model_name"  # one value
     for step in ("prepare-data", "tune", "evaluate"):
         assert source(step, "step_key") == (f"{step}-key", "Output")
     assert source("finish", "register_run_id") == ("register", "run_id")

@@ -4,7 +4,8 @@
 - B: the compiled KFP YAML run with `kfp.local` (SubprocessRunner) in a fresh store, KFP cache on;
 - B2: the same again with the evaluation settings changed: prepare-data and tune are KFP cache hits (their MLflow step
   keys did not change), evaluate is not (its key did, although its task inputs did not) and reruns;
-- A2: the kfp.local run in A's store: every step is reused from the `mlflow run .` runs (one key, both runners).
+- B3: the MLflow runner (`llmops pipeline run`) in B's store with B2's settings: every step is reused from the
+  kfp.local runs, data and tune from B, the rest from B2 (one key, both runners).
 
 Both runners give the same steps and the same kind of registered version with the same aliases.
 """
@@ -59,10 +60,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
           "--image", "python:3.11-llmops"], b, env_b)
     first = _kfp_local(b, env_b, "pipeline.yaml", "--kfp-cache")
     first["aliases"] = _version(_client(b), "1")[1]  # before the second run moves them
-    second = _kfp_local(b, {**env_b, "LLMOPS_EVALUATION__BOOTSTRAP_SAMPLES": "200"}, "pipeline.yaml", "--kfp-cache")
-    _run([str(BIN / "llmops"), "pipeline", "compile", "--output", "pipeline.yaml", "--image", "python:3.11-llmops"],
-         a, env_a)
-    reused = _kfp_local(a, env_a, "pipeline.yaml")
+    env_b2 = {**env_b, "LLMOPS_EVALUATION__BOOTSTRAP_SAMPLES": "200"}
+    second = _kfp_local(b, env_b2, "pipeline.yaml", "--kfp-cache")
+    proc = _run([str(BIN / "llmops"), "pipeline", "run", "--json"], b, env_b2)
+    reused = {**json.loads(proc.stdout), "log": proc.stderr}
     return {"a": a, "b": b, "mlflow_run": mlflow_run, "first": first, "second": second, "reused": reused}
 
 
@@ -131,7 +132,7 @@ def test_kfp_cache_hits_exactly_when_the_mlflow_step_key_is_unchanged(runs) -> N
     assert key(first_log, "evaluate") != key(log, "evaluate")  # its key changed: the task ran, and so did the step
     assert "[evaluate] running" in log and "[evaluate] run_id:" in log
     client = _client(runs["b"])
-    first, second = _pipelines(client)
+    first, second = _pipelines(client)[:2]
     # what evaluate's task received besides its key was the same both times: a cache keyed on inputs alone hits
     assert second.steps.get("tune") is None  # a cache hit runs nothing: the tune run is the first pipeline's
     assert second.data.tags["llmops.reused.tune"] == first.steps["tune"].info.run_id
@@ -142,12 +143,14 @@ def test_kfp_cache_hits_exactly_when_the_mlflow_step_key_is_unchanged(runs) -> N
 
 
 def test_one_key_for_both_runners_every_step_reused_across_them(runs) -> None:
-    client = _client(runs["a"])
-    local, kfp = _pipelines(client)
+    client = _client(runs["b"])
+    first, second, local = _pipelines(client)
+    assert local.info.run_name == "pipeline local" and local.info.status == "FINISHED"
     log = runs["reused"]["log"]
-    for step in STEPS:
-        assert f"[{step}] reusing run {local.steps[step].info.run_id}" in log, step
-        assert kfp.data.tags[f"llmops.reused.{step}"] == local.steps[step].info.run_id
-    assert kfp.steps == {}  # nothing new ran
-    assert [str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")] == ["1"]
-    assert runs["reused"]["version"] == "1" and kfp.info.status == "FINISHED"
+    for step in STEPS:  # the newest FINISHED run with the key: data and tune from the first kfp.local run
+        source = (first if step in ("prepare_data", "tune") else second).steps[step]
+        assert f"[{step}] reusing run {source.info.run_id}" in log, step
+        assert local.data.tags[f"llmops.reused.{step}"] == source.info.run_id
+    assert local.steps == {}  # nothing new ran
+    assert sorted(str(v.version) for v in client.search_model_versions(f"name='{MODEL}'")) == ["1", "2"]
+    assert runs["reused"]["version"] == "2" and runs["reused"]["alias"] == "staging"

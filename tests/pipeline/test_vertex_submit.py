@@ -68,10 +68,36 @@ def cloud(tmp_path_factory):
     fake.stop()
 
 
+TEMPLATE_EXPERIMENT = "submit-compiled"
+
+
+@pytest.fixture(scope="module")
+def compiled(tracking_server: str, tmp_path_factory) -> str:
+    """The pipeline compiled once for the tracking server (through the CLI, in a clean environment); each test gets
+    a copy naming its own experiment."""
+    import contextlib
+    import io
+
+    folder = tmp_path_factory.mktemp("compiled")
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith(("LLMOPS_", "MLFLOW_"))]:
+            mp.delenv(key)
+        mp.setenv("LLMOPS_MLFLOW__EXPERIMENT_NAME", TEMPLATE_EXPERIMENT)
+        mp.chdir(folder)
+        from llmops.cli import main
+
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+            main(["pipeline", "compile", "--output", "pipeline.yaml", "--image", "llmops:test",
+                  "--pipeline-tracking-uri", tracking_server])
+    assert not done.value.code, out.getvalue()
+    return (folder / "pipeline.yaml").read_text()
+
+
 @pytest.fixture
-def vertex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tracking_server: str, cloud, capsys):
-    """The fake cloud (its records cleared), ADC pointing at it, the pipeline settings, and a YAML compiled for the
-    tracking server."""
+def vertex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tracking_server: str, cloud, compiled: str):
+    """The fake cloud (its records cleared), ADC pointing at it, the pipeline settings, and the YAML compiled for the
+    tracking server, reporting to this test's experiment."""
     from google.cloud.aiplatform.utils import resource_manager_utils
 
     fake, key = cloud
@@ -89,10 +115,10 @@ def vertex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tracking_server: str
     for name, value in settings.items():
         monkeypatch.setenv(f"LLMOPS_PIPELINE__VERTEX__{name}", value)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
-    monkeypatch.setenv("LLMOPS_MLFLOW__EXPERIMENT_NAME", f"submit-{tmp_path.name}")  # one per test, one server
-    code, _, err = cli(capsys, "pipeline", "compile", "--output", "pipeline.yaml", "--image", "llmops:test",
-                       "--pipeline-tracking-uri", tracking_server)
-    assert code == 0, err
+    experiment = f"submit-{tmp_path.name}"  # one per test, one server
+    monkeypatch.setenv("LLMOPS_MLFLOW__EXPERIMENT_NAME", experiment)
+    assert compiled.count(TEMPLATE_EXPERIMENT) > 1
+    (tmp_path / "pipeline.yaml").write_text(compiled.replace(TEMPLATE_EXPERIMENT, experiment))
     return fake
 
 
