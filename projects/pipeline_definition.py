@@ -204,7 +204,11 @@ def check_parameters(values: Mapping[str, Any], root: Path | None = None) -> dic
             hint = f"; did you mean {close[0]}?" if close else ""
             raise DefinitionError(f"{name} is not a parameter of the pipeline (MLproject declares: "
                                   f"{', '.join(sorted(known))}){hint}")
-    return {k: "" if v is None else str(v) for k, v in values.items()}
+    checked = {k: "" if v is None else str(v) for k, v in values.items()}
+    for step in STEPS:  # a switch the step would refuse is refused before anything is created or submitted
+        if step.feedback_switch in checked:
+            switch_value(step.feedback_switch, checked[step.feedback_switch])
+    return checked
 
 
 def parse_assignments(items: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -361,21 +365,26 @@ def step_settings() -> Settings:
         return load_settings()
 
 
-def feedback_included(step: Step, params: Mapping[str, str], settings: Settings) -> bool:
-    """Whether this run of `step` folds the feedback store in: its switch parameter as the step parses it (a bool
-    setting; '' = `feedback.include_in_dataset`). A value the step would refuse is refused here, before anything
-    runs."""
-    if step.feedback_switch is None:
-        return False
-    value = str(params.get(step.feedback_switch, "")).strip()
+def switch_value(name: str, value: str) -> bool | None:
+    """A true/false parameter as the step's setting parses it (pydantic's bool); None for '' (take the setting)."""
+    value = str(value).strip()
     if value in ("", "''"):
-        return bool(settings.feedback.include_in_dataset)
+        return None
     from pydantic import TypeAdapter, ValidationError
 
     try:
         return TypeAdapter(bool).validate_python(value)
     except ValidationError:
-        raise DefinitionError(f"{step.feedback_switch}={value!r}: expected true or false") from None
+        raise DefinitionError(f"{name}={value!r}: expected true or false") from None
+
+
+def feedback_included(step: Step, params: Mapping[str, str], settings: Settings) -> bool:
+    """Whether this run of `step` folds the feedback store in: its switch parameter, else
+    `feedback.include_in_dataset`."""
+    if step.feedback_switch is None:
+        return False
+    given = switch_value(step.feedback_switch, params.get(step.feedback_switch, ""))
+    return bool(settings.feedback.include_in_dataset) if given is None else given
 
 
 def feedback_part(settings: Settings) -> str:

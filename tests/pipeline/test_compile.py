@@ -151,6 +151,8 @@ def test_compile_bad_input(tmp_path: Path, capsys, monkeypatch, args, env, messa
     (("run", "-P", "bogus=1"), "bogus is not a parameter of the pipeline"),
     (("run", "--limt", "5"), "limt is not a parameter of the pipeline (MLproject declares"),
     (("run", "-P", "limit"), "expected NAME=VALUE"),
+    (("run", "-P", "include_feedback=maybe"), "include_feedback='maybe': expected true or false"),
+    (("submit", "-P", "include_feedback=sometimes"), "include_feedback='sometimes': expected true or false"),
     (("submit", "--target", "kfp"), "unknown target 'kfp': choose vertex"),
     (("submit", "-P", "vectoriser=tfidf"), "did you mean vectorizer"),
 ])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -129,9 +128,12 @@ def test_the_kfp_key_task_computes_the_same_key(rounds) -> None:
     assert rounds["kfp_key"] == rounds["second"]["key"]
 
 
-def test_a_bad_include_feedback_value_is_refused_before_anything_runs(tmp_path: Path) -> None:
+def test_a_bad_include_feedback_value_is_refused_before_anything_runs() -> None:
     from llmops.settings import load_settings
-    from projects.pipeline_definition import DefinitionError, key_of, step_named
+    from projects.pipeline_definition import DefinitionError, check_parameters, key_of, step_named
 
+    assert check_parameters({"include_feedback": "True"}) == {"include_feedback": "True"}
     with pytest.raises(DefinitionError, match="include_feedback='maybe': expected true or false"):
-        key_of(step_named("prepare_data"), {"include_feedback": "maybe"}, load_settings(), "c")
+        check_parameters({"include_feedback": "maybe"})  # `pipeline run` and `submit` check first
+    with pytest.raises(DefinitionError, match="include_feedback='maybe': expected true or false"):
+        key_of(step_named("prepare_data"), {"include_feedback": "maybe"}, load_settings(), "c")  # and a KFP task
