@@ -375,6 +375,32 @@ class MonitoringSettings(_Section):
         return str(Path(value).expanduser().resolve())
 
 
+class VertexPipelineSettings(_Section):
+    """`llmops pipeline submit --target vertex`: where the compiled pipeline runs. Project, region, bucket and service
+    account come from here (llmops.yaml < LLMOPS_PIPELINE__VERTEX__*) and the environment, never from the YAML."""
+
+    project: str | None = Field(default=None, description="Google Cloud project (default: GOOGLE_CLOUD_PROJECT).")
+    region: str = Field(default="us-central1", description="Vertex AI region the pipeline runs in.")
+    pipeline_root: str | None = Field(default=None, description="gs://bucket/prefix for the pipeline's own outputs.")
+    service_account: str | None = Field(default=None, description="Service account the steps run as.")
+    api_endpoint: str | None = Field(default=None, description="Vertex API endpoint (default: REGION-aiplatform).")
+    api_transport: Literal["grpc", "rest"] = Field(default="grpc", description="grpc, or rest where gRPC is blocked.")
+    display_name: str = Field(default="llmops", description="Display name of the pipeline job and its schedule.")
+    poll_s: float = Field(default=30.0, gt=0.0, description="Seconds between progress lines while --wait.")
+    timeout_s: float = Field(default=24 * 3600.0, gt=0.0, description="How long --wait waits for the job.")
+
+
+class PipelineSettings(_Section):
+    """The pipeline compiled for Kubeflow / Vertex AI Pipelines: the image every step runs in and the tracking
+    server the steps report to (both written into the compiled YAML, never credentials)."""
+
+    image: str | None = Field(default=None, description="Container image with this package and the `kfp` extra.")
+    tracking_uri: str | None = Field(default=None, description="Tracking server the steps use (default: "
+                                     "mlflow.tracking_uri).")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment of every step (LLMOPS_* keys).")
+    vertex: VertexPipelineSettings = Field(default_factory=VertexPipelineSettings)
+
+
 def _absolute_location(value: str) -> str:
     """A local folder is pinned to an absolute path (step subprocesses agree); a URL (`gs://...`) is kept."""
     return value if "://" in value else str(Path(value).expanduser().resolve())
@@ -487,6 +513,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     tuning: TuningSettings = Field(default_factory=TuningSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
     @classmethod
