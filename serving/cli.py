@@ -125,7 +125,7 @@ def predict_command(
     _connect(settings)
     from serving.tracing import configure_tracing
 
-    configure_tracing(settings.serving.trace_sample_rate, settings.mlflow.experiment_name)
+    configure_tracing(settings.serving.trace_sample_rate, settings)
     answers = predict(load_model(model), questions)
     if output is not None:
         write_answers(output, answers)

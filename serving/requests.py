@@ -52,9 +52,11 @@ def load_json(body: bytes) -> Any:
     if not body.strip():
         raise RequestError(400, "request body is empty; send a JSON object")
     try:
-        return json.loads(body)
+        text = body.decode("utf-8")  # RFC 8259: JSON between systems is UTF-8
     except UnicodeDecodeError as exc:
         raise RequestError(400, "request body is not UTF-8") from exc
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise RequestError(400, f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column "
                                 f"{exc.colno}") from exc

@@ -41,7 +41,7 @@ def build_app(settings: Any, routers: tuple[Any, ...] = ()):
     from serving.tracing import configure_tracing
 
     connect(settings)
-    configure_tracing(settings.serving.trace_sample_rate, settings.mlflow.experiment_name)
+    configure_tracing(settings.serving.trace_sample_rate, settings)
     logging.getLogger("serving").setLevel(logging.INFO)
     return create_app(settings, routers=routers)
 

@@ -12,18 +12,22 @@ import os
 from typing import Any
 
 
-def configure_tracing(sample_rate: float, experiment_name: str | None = None) -> bool:
-    """Disable tracing (rate 0), or enable it at `sample_rate` with redaction; returns whether it is on."""
+def configure_tracing(sample_rate: float, settings: Any = None) -> bool:
+    """Disable tracing (rate 0), or enable it at `sample_rate` with redaction, into the settings' experiment
+    (created like every other experiment of the platform: artifacts beside a SQLite store); returns whether it
+    is on."""
     import mlflow
 
     if sample_rate <= 0:
         mlflow.tracing.disable()
         return False
     os.environ["MLFLOW_TRACE_SAMPLING_RATIO"] = repr(float(sample_rate))  # read when the tracer provider starts
-    if experiment_name:
-        mlflow.set_experiment(experiment_name)
+    if settings is not None:
+        from llmops.tracking import configure_mlflow
+
+        configure_mlflow(settings)
+    mlflow.tracing.reset()  # the sampling ratio is read when the provider starts again (this also resets config)
     mlflow.tracing.configure(span_processors=[redact_span])
-    mlflow.tracing.reset()
     mlflow.tracing.enable()
     return True
 
