@@ -5,7 +5,6 @@ openai_compat chains: a test makes it slow or failing to get a version that misb
 
 from __future__ import annotations
 
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +40,7 @@ class World:
         """An openai_compat chain (tuned and evaluated against the stub), made once."""
         if self._remote is None:
             prompt = _prompt(self.root, "serve-remote")
-            overrides = {"tuning": {"validation_percent": 40},
+            overrides = {"tuning": {"backend": "openai_compat", "validation_percent": 40},
                          "chain": {"provider": {"base_url": self.stub.base_url, "model": "stub-model",
                                                 "timeout_s": 10, "max_retries": 0}}}
             self._remote = release_steps(self.root, prompt, backend="openai_compat", overrides=overrides, tag="r")
@@ -95,17 +94,3 @@ def store(world, monkeypatch):
     yield world
     world.stub.default = Reply(text="Slice it: xs[::-1]")
     world.stub._queue.clear()
-
-
-def break_artifacts(name: str, version: str) -> Path:
-    """Damage a registered version the way a half-deleted artifact store does: its retriever is gone."""
-    from mlflow.tracking import MlflowClient
-
-    from urllib.parse import unquote, urlsplit
-
-    uri = MlflowClient().get_model_version_download_uri(name, version)
-    local = Path(unquote(urlsplit(uri).path) if uri.startswith("file:") else uri)
-    target = local / "artifacts" / "retriever"
-    assert target.exists(), list(local.iterdir())
-    shutil.rmtree(target)
-    return target

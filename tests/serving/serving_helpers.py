@@ -5,6 +5,7 @@ ledger, a concurrent client, and waiting for the inference log (a module of its 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -118,7 +119,7 @@ class ServerProcess:
             return self.process.wait(timeout=20)
 
     def __enter__(self) -> ServerProcess:
-        return self.start()
+        return self.start() if self.process is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
@@ -220,3 +221,17 @@ def log_records(location: Path) -> list[dict]:
     from llmops.records import read_inference_log
 
     return read_inference_log(str(location)).to_pylist() if location.exists() else []
+
+
+def break_artifacts(name: str, version: str) -> Path:
+    """Damage a registered version the way a half-deleted artifact store does: its retriever is gone."""
+    from mlflow.tracking import MlflowClient
+
+    from urllib.parse import unquote, urlsplit
+
+    uri = MlflowClient().get_model_version_download_uri(name, version)
+    local = Path(unquote(urlsplit(uri).path) if uri.startswith("file:") else uri)
+    target = local / "artifacts" / "retriever"
+    assert target.exists(), list(local.iterdir())
+    shutil.rmtree(target)
+    return target
