@@ -63,6 +63,13 @@ def _suffix(path: Path, what: str) -> str:
     return suffix
 
 
+def check_paths(input_path: Path, output_path: Path) -> None:
+    _suffix(input_path, "--input")
+    _suffix(output_path, "--output")
+    if input_path.resolve() == output_path.resolve():
+        raise ConfigError(f"--output {output_path} is the input file")
+
+
 def scan_input(path: Path) -> tuple[int, str]:
     """(rows, sha256 of the file): every line/row is checked for a string `question` before any model call."""
     if not path.is_file():
@@ -159,7 +166,7 @@ def run_batch(settings: Any, model_uri: str, input_path: Path, output_path: Path
     from serving.inference_log import inference_record, redact_record, replica_id
     from serving.loader import RefusedVersion, check_consistency, load_version, parse_model_uri, resolve_version
 
-    _suffix(input_path, "--input")
+    check_paths(input_path, output_path)
     out_format = _suffix(output_path, "--output")
     chunk_rows = chunk_rows or settings.serving.batch_chunk_rows
     ref = parse_model_uri(model_uri)

@@ -86,10 +86,11 @@ def batch_command(
     tracking_uri: str = TrackingUri,
 ) -> None:
     """Answer a file in chunks with a progress bar; run it again after an interruption to resume."""
-    from serving.batch import run_batch
+    from serving.batch import check_paths, run_batch
 
     if chunk_rows is not None and chunk_rows < 1:
         raise ConfigError("--chunk-rows must be at least 1")
+    check_paths(input, output)  # before the store is touched
     settings = settings_for(**{"mlflow.tracking_uri": tracking_uri, "serving.log_uri": log,
                                "serving.batch_chunk_rows": chunk_rows})
     _connect(settings)

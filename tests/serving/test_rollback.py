@@ -76,7 +76,7 @@ def test_an_erroring_version_is_rolled_back_with_a_ledger_row(store, watched) ->
     assert str(MlflowClient().get_model_version_by_alias(WATCHED, "dev").version) == good  # moved in the registry
     move = ledger_moves(WATCHED, "dev")[-1]
     assert (move.action, move.from_version, move.to_version) == ("rollback", bad, good)
-    assert move.reason.startswith(f"auto-rollback by llmops serve") and "error rate 1.00" in move.reason
+    assert move.reason.startswith("auto-rollback by llmops serve") and "error rate 1.00" in move.reason
     assert "thresholds: error rate 0.05, p99 800 ms" in move.reason
     rollback = server.version()["champion"]["rollbacks"][-1]
     assert rollback["registry"] == "moved" and rollback["detail"] == f"ledger #{move.id}"

@@ -37,7 +37,7 @@ def test_canary_splits_within_three_points_and_sticks_to_sessions(store, champio
             assert set(answered.values()) == {champion, challenger}
 
             sessions: dict[str, set[str]] = {}
-            for round_ in range(3):
+            for _ in range(3):
                 for i in range(300):
                     user = f"user-{i}"
                     response = client.post(server.url + "/invocations", json={"instances": ["How do I sort?"]},
