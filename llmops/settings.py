@@ -391,7 +391,6 @@ class ServingSettings(_Section):
                                    "alias points (POST /admin/refresh asks at once).")
     smoke_questions: list[str] | None = Field(default=None, description="Asked of a version before it serves; "
                                               "default: the policy file's smoke questions.")
-    smoke_budget_ms: float = Field(default=5000.0, gt=0, description="Slowest smoke answer allowed.")
     auto_rollback: bool = True
     watch_window_s: float = Field(default=300.0, ge=0, description="After a swap, how long the new version is "
                                   "watched for auto-rollback.")

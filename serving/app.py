@@ -91,8 +91,9 @@ def create_app(settings: Any, *, routers: Iterable[Any] = (), state: ServingStat
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if follow:
-            AliasFollower(server_state, questions_for_smoke, releaser).start()
+        if follow:  # the first load happens before this worker accepts a request (uvicorn awaits the startup)
+            follower = AliasFollower(server_state, questions_for_smoke, releaser)
+            await anyio.to_thread.run_sync(follower.start)
         try:
             yield
         finally:
@@ -139,6 +140,15 @@ def create_app(settings: Any, *, routers: Iterable[Any] = (), state: ServingStat
     async def metrics():
         body, content_type = server_state.metrics.exposition()
         return Response(body, media_type=content_type)
+
+    @app.get("/v1/models")
+    async def models():
+        """OpenAI's model list: what `model` may name here."""
+        slots = [server_state.champion] + ([server_state.challenger] if server_state.challenger else [])
+        return _json({"object": "list", "data": [
+            {"id": slot.ref.label, "object": "model", "created": int(server_state.started_at), "owned_by": "llmops",
+             "llmops": {"role": slot.role, "model_version": slot.current.version if slot.current else None}}
+            for slot in slots]})
 
     @app.post("/admin/refresh", status_code=202)
     async def refresh():

@@ -30,6 +30,7 @@ from serving.watch import VersionWatch, judge
 
 log = logging.getLogger("serving.follower")
 WATCH_TICK_S = 0.5
+MIN_WAKE_GAP_S = 1.0
 
 
 class AliasFollower:
@@ -43,11 +44,17 @@ class AliasFollower:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="alias-follower", daemon=True)
         self._client: Any = None
+        self._first_done: float | None = None
         self.polls = 0
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
-    def start(self) -> AliasFollower:
+    def start(self, first_poll: bool = True) -> AliasFollower:
+        """Poll once here (the caller waits: a worker accepts no request before it tried to load), then follow in
+        the background."""
         self.state.follower = self
+        if first_poll:
+            self.poll_once()
+            self._first_done = time.monotonic()
         self._thread.start()
         return self
 
@@ -62,17 +69,23 @@ class AliasFollower:
         self._wake.set()
 
     def _run(self) -> None:
-        next_poll = 0.0
+        last_poll = self._first_done if self._first_done is not None else -MIN_WAKE_GAP_S
+        next_poll = last_poll + self.cfg.poll_interval_s if self._first_done is not None else 0.0
         while not self._stop.is_set():
             now = time.monotonic()
-            if now >= next_poll or self._wake.is_set():
+            woken = self._wake.is_set() and now - last_poll >= MIN_WAKE_GAP_S  # a flood of wakes: one poll a second
+            if now >= next_poll or woken:
                 self._wake.clear()
                 self.poll_once()
-                next_poll = time.monotonic() + self.cfg.poll_interval_s
+                last_poll = time.monotonic()
+                next_poll = last_poll + self.cfg.poll_interval_s
             self.check_watches()
             watching = self.state.champion.watch is not None
             timeout = min(WATCH_TICK_S, max(0.0, next_poll - time.monotonic())) if watching else \
                 max(0.0, next_poll - time.monotonic())
+            if self._wake.is_set():  # woken too soon after a poll: wait out the gap, then poll
+                time.sleep(min(timeout, max(0.0, last_poll + MIN_WAKE_GAP_S - time.monotonic())))
+                continue
             self._wake.wait(timeout)
 
     # -- polling and swapping -------------------------------------------------------------------------------------
@@ -114,8 +127,8 @@ class AliasFollower:
         log.info("%s now points at v%s: preparing it beside %s", slot.ref.uri, version,
                  slot.current.label if slot.current else "nothing")
         try:
-            loaded = prepare(slot.ref.name, version, slot.ref.alias, self.smoke_questions, self.cfg.smoke_budget_ms,
-                             self._registry())
+            loaded = prepare(slot.ref.name, version, slot.ref.alias, self.smoke_questions,
+                             self.state.settings.registry.smoke_budget_ms, self._registry())
         except RefusedVersion as exc:
             self.refuse(slot, version, exc.stage, str(exc))
             return
