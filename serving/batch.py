@@ -164,7 +164,14 @@ def run_batch(settings: Any, model_uri: str, input_path: Path, output_path: Path
     from llmops.parts import list_parts
     from llmops.records import write_inference_records
     from serving.inference_log import inference_record, redact_record, replica_id
-    from serving.loader import RefusedVersion, check_consistency, load_version, parse_model_uri, resolve_version
+    from serving.loader import (
+        RefusedVersion,
+        answer_questions,
+        check_consistency,
+        load_version,
+        parse_model_uri,
+        resolve_version,
+    )
 
     check_paths(input_path, output_path)
     out_format = _suffix(output_path, "--output")
@@ -194,7 +201,7 @@ def run_batch(settings: Any, model_uri: str, input_path: Path, output_path: Path
         row, question = item
         started, t0 = time.time(), time.perf_counter()
         try:
-            [answer] = loaded.chain.answer_many([question])
+            [answer] = answer_questions(loaded.chain, [question])
             return row, question, answer, None, 200, started, (time.perf_counter() - t0) * 1000
         except InputError as exc:
             return row, question, None, str(exc), 400, started, (time.perf_counter() - t0) * 1000

@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+# The chain's code is this installation's, imported before any model is loaded: a model's logged `code/` copy
+# only fills modules not yet imported, so without this the first version loaded would decide which copy every
+# later version runs (one module per name per process).
+import prompts.chain  # noqa: F401
 from llmops.errors import ConfigError, LlmopsError, NotFoundError
 
 log = logging.getLogger(__name__)
@@ -199,7 +203,7 @@ def smoke(loaded: LoadedVersion, questions: list[str], budget_ms: float) -> None
     for question in questions:
         started = time.perf_counter()
         try:
-            [answer] = loaded.chain.answer_many([question])
+            [answer] = answer_questions(loaded.chain, [question])
             ChainResponse.model_validate(answer)
         except Exception as exc:  # noqa: BLE001 - any failure refuses the version, with the reason
             raise RefusedVersion("smoke", f"{where} failed the smoke question {question!r}: {_one_line(exc)}") \
@@ -228,6 +232,12 @@ def smoke_questions(settings: Any) -> list[str]:
     from registry.policy import load_policy
 
     return list(load_policy(settings.registry.policy_file).smoke.questions)
+
+
+def answer_questions(chain: Any, questions: list[str]) -> list[dict[str, Any]]:
+    """What every serving path calls: the chain's stages as plain calls (`direct`: half the CPU of the LCEL
+    runnable, the same answers), all questions checked before any is answered."""
+    return chain.answer_many(questions, direct=True)
 
 
 def _one_line(exc: BaseException) -> str:

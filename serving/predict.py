@@ -18,7 +18,8 @@ from llmops.jsonl import json_records
 
 
 def load_model(model_uri: str):
-    """`models:/` URIs by the fast path (serving/loader.py); any other URI (runs:/, a folder) through MLflow."""
+    """`models:/` URIs by the fast path (serving/loader.py: a LoadedVersion, its chain called directly); any other
+    URI (runs:/, a folder) through MLflow (a pyfunc)."""
     import mlflow.pyfunc
     from mlflow.exceptions import MlflowException
 
@@ -27,7 +28,7 @@ def load_model(model_uri: str):
 
         ref = parse_model_uri(model_uri)
         try:
-            return load_version(ref.name, resolve_version(ref), ref.alias).model
+            return load_version(ref.name, resolve_version(ref), ref.alias)
         except RefusedVersion as exc:
             raise NotFoundError(str(exc)) from exc
     try:
@@ -44,6 +45,10 @@ def predict(model: Any, questions: list[str]) -> list[dict[str, Any]]:
 
     if not questions:
         raise InputError("no questions given")
+    if hasattr(model, "chain"):  # the same answers as the pyfunc's, without LangChain (docs/serving.md)
+        from serving.loader import answer_questions
+
+        return answer_questions(model.chain, questions)
     try:
         return model.predict(pd.DataFrame({"question": questions}))
     except MlflowException as exc:

@@ -19,7 +19,7 @@ from typing import Any
 
 from llmops.errors import BackendError, InputError
 from serving.inference_log import InferenceLogWriter, inference_record, replica_id
-from serving.loader import LoadedVersion, ModelRef, parse_model_uri
+from serving.loader import LoadedVersion, ModelRef, answer_questions, parse_model_uri
 from serving.metrics import ServerMetrics
 from serving.rollout import CanarySplitter, session_hash
 from serving.watch import VersionWatch
@@ -121,7 +121,7 @@ class ServingState:
                t0: float, endpoint: str, session: str | None) -> Answered:
         """Answer, count, watch, and queue one log record per question (blocking on a full queue: backpressure)."""
         try:
-            answers = loaded.chain.answer_many(questions)
+            answers = answer_questions(loaded.chain, questions)
             status, error = 200, None
         except InputError as exc:
             answers, status, error = None, 400, str(exc)
@@ -199,7 +199,7 @@ class ServingState:
 
     def answer_quietly(self, loaded: LoadedVersion, questions: list[str], t0: float) -> Answered:
         try:
-            answers, status, error = loaded.chain.answer_many(questions), 200, None
+            answers, status, error = answer_questions(loaded.chain, questions), 200, None
         except InputError as exc:
             answers, status, error = None, 400, str(exc)
         except BackendError as exc:
