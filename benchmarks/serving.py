@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/serving.py                       # builds a model with `llmops pipeline run`
     .venv/bin/python benchmarks/serving.py --duration 10 --connections 1,8,32
     .venv/bin/python benchmarks/serving.py --tracking-uri sqlite:////tmp/x/mlflow.db --model models:/so-qa-assistant@staging
+    .venv/bin/python benchmarks/serving.py --skip servers,swap --predict-before 9d28ca2  # predict then and now
 
 Servers (each on 127.0.0.1, one worker, started and stopped in turn):
 - `mlflow models serve` as it ships: every request writes a trace into the tracking store;
@@ -315,7 +316,16 @@ def bench_swap(uri: str, model: str, workdir: Path, connections: int, hold_s: fl
 
 
 # -- predict in a fresh process ----------------------------------------------------------------------------------
-def bench_predict(uri: str, model: str, runs: int) -> list[tuple[str, list[float]]]:
+def code_at(commit: str, directory: Path) -> Path:
+    """The repository's packages as of `commit` (git archive), to run the same command as it was then."""
+    target = directory / f"code-{commit[:12]}"
+    target.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def bench_predict(uri: str, model: str, runs: int, before: Path | None = None) -> list[tuple[str, list[float]]]:
     question = "How do I reverse a list in Python?"
     floor = "import mlflow, sklearn.feature_extraction.text, langchain_core.runnables, langchain_core.tracers"
     mlflow_path = ("import mlflow.pyfunc, pandas as pd, sys; m = mlflow.pyfunc.load_model(sys.argv[1]); "
@@ -324,12 +334,17 @@ def bench_predict(uri: str, model: str, runs: int) -> list[tuple[str, list[float
                                        question]),
              ("floor: python importing mlflow, scikit-learn, langchain-core", [sys.executable, "-c", floor]),
              ("MLflow's path: pyfunc.load_model + predict", [sys.executable, "-c", mlflow_path, model, question])]
+    if before is not None:
+        cases.insert(1, (f"llmops serve predict before ({before.name.removeprefix('code-')})",
+                         [sys.executable, "-m", "llmops.cli", "serve", "predict", "--model", model, "--question",
+                          question]))
     results = []
     for label, command in cases:
         times = []
+        extra = {"PYTHONPATH": str(before)} if "before (" in label else {}
         for _ in range(runs + 1):  # the first run warms the OS file cache and writes bytecode; not counted
             started = time.perf_counter()
-            done = subprocess.run(command, env=child_env(uri), capture_output=True, text=True, check=False)
+            done = subprocess.run(command, env=child_env(uri, **extra), capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 sys.exit(f"{label} failed: {done.stderr[-2000:]}")
             times.append(time.perf_counter() - started)
@@ -373,6 +388,8 @@ def main() -> None:
     parser.add_argument("--servers", default="mlflow,mlflow-untraced,llmops")
     parser.add_argument("--swap-connections", type=int, default=32)
     parser.add_argument("--predict-runs", type=int, default=5)
+    parser.add_argument("--predict-before", metavar="COMMIT", help="Also time `llmops serve predict` as of this "
+                        "commit (e.g. the one before the server), with the same model and environment.")
     parser.add_argument("--skip", default="", help="Comma list of phases to skip: servers, swap, predict.")
     args = parser.parse_args()
     os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
@@ -389,7 +406,8 @@ def main() -> None:
         for key in args.servers.split(","):
             rows += bench_server(makers[key](), uri, levels, args.duration, args.max_requests, args.warmup)
     swap = None if "swap" in skip else bench_swap(uri, model, workdir, args.swap_connections, hold_s=5)
-    predict = [] if "predict" in skip else bench_predict(uri, model, args.predict_runs)
+    before = code_at(args.predict_before, workdir) if args.predict_before else None
+    predict = [] if "predict" in skip else bench_predict(uri, model, args.predict_runs, before)
 
     print()
     if rows:

@@ -1,7 +1,7 @@
 """The inference-log writer: one record per answered (or refused) question, off the request path.
 
 Requests put raw records on a bounded queue; one background thread redacts PII (`llmops.pii.redact`) from
-question and answer, turns them into `llmops.records.INFERENCE_SCHEMA` rows and appends them to the log as Parquet
+question and answer as it takes them (raw text lives only in that queue, never on disk), turns them into `llmops.records.INFERENCE_SCHEMA` rows and appends them to the log as Parquet
 parts (`llmops.parts`: a local folder or any fsspec URL), one part per `part_max_records` records or
 `part_max_seconds`, whichever comes first. Nothing is dropped silently: a full queue makes the request wait up to
 `log_put_timeout_s` (backpressure); only past that is a record dropped, and counted (`dropped`, exported in
@@ -156,7 +156,7 @@ class InferenceLogWriter:
             elif item is not None:
                 if not buffer:
                     first_at = time.monotonic()
-                buffer.append(item)
+                buffer.append(redact_record(item))  # as records arrive: no burst of CPU at each flush
                 while len(buffer) < self.part_max_records:  # take what is already waiting, without blocking
                     try:
                         more = self._queue.get_nowait()
@@ -165,7 +165,7 @@ class InferenceLogWriter:
                     if more is _STOP:
                         stopping = True
                         break
-                    buffer.append(more)
+                    buffer.append(redact_record(more))
             due = first_at is not None and time.monotonic() - first_at >= self.part_max_seconds
             if buffer and (len(buffer) >= self.part_max_records or due or stopping):
                 self._flush(buffer, final=stopping)
@@ -173,8 +173,8 @@ class InferenceLogWriter:
             if stopping:
                 return
 
-    def _flush(self, rows: list[dict[str, Any]], final: bool) -> None:
-        redacted = [redact_record(row) for row in rows]
+    def _flush(self, redacted: list[dict[str, Any]], final: bool) -> None:
+        rows = redacted
         delay = 0.5
         while True:
             try:
