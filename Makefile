@@ -42,7 +42,7 @@ $(BIN)/ruff: $(BIN)/python
 	$(BIN)/pip install -q -c requirements.lock -e ".[dev]"
 
 lint: $(BIN)/ruff  ## static checks
-	$(BIN)/ruff check --select F,E9,B,I --ignore I001 llmops projects prompts backends evaluation registry serving monitoring tests benchmarks
+	$(BIN)/ruff check --select F,E9,B,I --ignore I001 llmops projects prompts backends evaluation registry serving monitoring feedback tests benchmarks
 
 team: setup-all  ## the team tracking server: PostgreSQL + `mlflow server --app-name llmops-auth` (Ctrl-C stops)
 	$(BIN)/llmops server start --team --data-dir $(CURDIR)/.llmops-team --port $(or $(PORT),5000)

@@ -35,34 +35,64 @@ def export_for_review(run_id: str, path: Path, n: int = 20, seed: int = 0) -> in
     sample = rows.sample(n=min(n, len(rows)), random_state=seed).sort_values("row_id")
     records = [{**{c: r[c] for c in EXPORT_COLUMNS if c in r}, "rating": "", "comment": ""}
                for r in sample.to_dict("records")]
+    return write_rows(path, EXPORT_COLUMNS, records)
+
+
+def write_rows(path: Path, columns: list[str], records: list[dict[str, Any]]) -> int:
+    """A review file (.csv or .jsonl by its suffix), written atomically; also the feedback component's batches."""
+    path = Path(path)
+    if path.suffix not in (".csv", ".jsonl"):
+        raise DataError(f"review file must end in .csv or .jsonl, got {path.name}")
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
         if path.suffix == ".csv":
-            writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS)
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(records)
         else:
             for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+                handle.write(json.dumps({c: record.get(c) for c in columns}, ensure_ascii=False, default=str) + "\n")
     return len(records)
 
 
-def read_ratings(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Path, what: str = "ratings file") -> list[tuple[int, dict[str, Any]]]:
+    """(line number, row) of a filled-in review file; the line is where the row starts (CSV cells may span lines).
+    A line that is not a JSON object, or a CSV row with more cells than the header, is named by number."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"ratings file not found: {path}")
-    if path.suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as handle:
-            return list(csv.DictReader(handle))
-    if path.suffix == ".jsonl":
-        out = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"ratings file {path} line {number} is not JSON: {exc.msg}") from exc
-        return out
-    raise DataError(f"ratings file must end in .csv or .jsonl, got {path.name}")
+        raise DataError(f"{what} not found: {path}")
+    try:
+        if path.suffix == ".csv":
+            out = []
+            with path.open(encoding="utf-8", newline="") as handle:
+                reader = csv.DictReader(handle)
+                start = 2
+                for row in reader:
+                    if None in row:
+                        raise DataError(f"{what} {path} line {start} has more cells than the header")
+                    out.append((start, row))
+                    start = reader.line_num + 1
+            return out
+        if path.suffix == ".jsonl":
+            out = []
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+                if line.strip():
+                    try:
+                        item = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(f"{what} {path} line {number} is not JSON: {exc.msg}") from exc
+                    if not isinstance(item, dict):
+                        raise DataError(f"{what} {path} line {number} is not a JSON object")
+                    out.append((number, item))
+            return out
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{what} {path} is not UTF-8") from exc
+    except csv.Error as exc:
+        raise DataError(f"{what} {path} is not valid CSV: {exc}") from exc
+    raise DataError(f"{what} must end in .csv or .jsonl, got {path.name}")
+
+
+def read_ratings(path: Path) -> list[dict[str, Any]]:
+    return [row for _, row in read_rows(path)]
 
 
 @dataclass(frozen=True)
@@ -120,15 +150,16 @@ def import_ratings(run_id: str, path: Path, reviewer: str, scale: tuple[float, f
     return ImportReport(len(parsed), skipped, agreement(rows, parsed))
 
 
-def agreement(rows: Any, parsed: list[tuple[str, float, str]]) -> list[Agreement]:
-    """Spearman rank correlation between human ratings and each automatic score (NaN when constant)."""
+def agreement(rows: Any, parsed: list[tuple[str, float, str]], metrics: list[str] | None = None) -> list[Agreement]:
+    """Spearman rank correlation between human ratings and each automatic score (NaN when constant); `metrics`
+    names the score columns (default: the scorers' columns of `rows`)."""
     import numpy as np
     from scipy.stats import spearmanr
 
     human = np.array([v for _, v, _ in parsed])
     ids = [t for t, _, _ in parsed]
     out = []
-    for metric in [c for c in rows.columns if c in METRICS]:
+    for metric in metrics if metrics is not None else [c for c in rows.columns if c in METRICS]:
         auto = rows.loc[ids, metric].to_numpy(dtype=float)
         keep = np.isfinite(auto)
         n = int(keep.sum())

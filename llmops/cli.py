@@ -83,6 +83,7 @@ def usage_line(exc: Exception, args: list[str]) -> str:
 
 def _register_groups() -> None:
     from evaluation.cli import app as eval_app
+    from feedback.cli import app as feedback_app
     from llmops.cli_config import config_app
     from monitoring.cli import app as monitor_app
     from llmops.gc_cli import gc_command
@@ -105,6 +106,7 @@ def _register_groups() -> None:
     app.add_typer(monitor_app, name="monitor", help="Skew, drift and operational metrics over the inference log.")
     app.add_typer(server_app, name="server", help="The team tracking server (PostgreSQL + llmops-auth).")
     app.command("gc", help="Mark runs of killed processes FAILED; remove orphan dataset and .tmp folders.")(gc_command)
+    app.add_typer(feedback_app, name="feedback", help="Human feedback on served answers: add, import, review, report.")
 
 
 def main(argv: list[str] | None = None) -> None:

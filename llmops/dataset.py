@@ -96,7 +96,7 @@ class Lineage(_Strict):
     prompt_name: str
     eval_percent: int
     test_percent: int
-    feedback: dict[str, Any] | None = None  # the feedback set folded in (ids digest, count), when any
+    feedback: dict[str, Any] | None = None  # the feedback set folded in (digest, count, ids digest), when any
 
     @property
     def key(self) -> str:
@@ -146,10 +146,13 @@ class DatasetIdentity:
     scope: str
     lineage_key: str | None
     split_digests: dict[str, str]
+    feedback_digest: str | None = None  # the feedback set folded into this version, when any
+    previous_digest: str | None = None  # the version it extends with that feedback
 
     def as_params(self) -> dict[str, str]:
         return {"dataset_digest": self.digest, "dataset_scope": self.scope,
-                "dataset_lineage": self.lineage_key or "none"}
+                "dataset_lineage": self.lineage_key or "none", "dataset_feedback": self.feedback_digest or "none",
+                "dataset_previous": self.previous_digest or "none"}
 
     def as_tags(self) -> dict[str, str]:
         return {f"llmops.{k}": v for k, v in self.as_params().items()}
@@ -232,8 +235,10 @@ def identify(splits: Mapping[str, tuple[str, Sequence[Mapping[str, Any]]]]) -> D
             if other is None or other.digest != manifest.digest:
                 raise DataError(f"{uri} and {first_uri} belong to different dataset versions")
         _check_against(manifest, name, uri, rows)
+    feedback = (manifest.lineage.feedback or {}).get("digest")
     return DatasetIdentity(manifest.digest, manifest.scope, manifest.lineage_key,
-                           {name: info.digest for name, info in manifest.splits.items()})
+                           {name: info.digest for name, info in manifest.splits.items()},
+                           feedback_digest=feedback, previous_digest=manifest.previous_digest if feedback else None)
 
 
 def manifest_for_files(split_files: Mapping[str, Path], created: str) -> Manifest:

@@ -16,8 +16,8 @@ import pyarrow as pa
 from llmops.errors import DataError
 from llmops.parts import read_store, write_part
 
-INFERENCE_SCHEMA_VERSION = 1
-FEEDBACK_SCHEMA_VERSION = 1
+INFERENCE_SCHEMA_VERSION = 2  # 2: trace_id
+FEEDBACK_SCHEMA_VERSION = 2  # 2: abstained, safety_blocked
 
 CITATION_TYPE = pa.struct([("source_id", pa.string()), ("link", pa.string()), ("similarity", pa.float64())])
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
@@ -49,6 +49,9 @@ INFERENCE_SCHEMA = pa.schema([
     ("session_hash", pa.string()),      # sha256 prefix of the user/session header, never the header itself
     ("redactions", pa.int32()),         # PII findings replaced in question + answer
     ("replica", pa.string()),           # host:pid of the server process that wrote the record
+    # v2: the MLflow trace of this request when the server logged one (sampled; null otherwise), so feedback can
+    # be logged as assessments on it
+    ("trace_id", pa.string()),
 ])
 INFERENCE_REQUIRED = ("schema_version", "request_id", "time", "latency_ms", "status", "endpoint", "model_name",
                       "model_version", "role", "question")
@@ -74,6 +77,9 @@ FEEDBACK_SCHEMA = pa.schema([
     ("dataset_digest", pa.string()),
     ("question", pa.string()),
     ("answer", pa.string()),
+    # v2: what the rated answer was, so the data step never needs the inference log
+    ("abstained", pa.bool_()),
+    ("safety_blocked", pa.bool_()),
 ])
 FEEDBACK_REQUIRED = ("schema_version", "feedback_id", "request_id", "time", "rating", "rating_kind",
                      "model_name", "model_version", "question")

@@ -442,6 +442,63 @@ class MonitoringSettings(_Section):
         return str(Path(value).expanduser().resolve())
 
 
+def _absolute_location(value: str) -> str:
+    """A local folder is pinned to an absolute path (step subprocesses agree); a URL (`gs://...`) is kept."""
+    return value if "://" in value else str(Path(value).expanduser().resolve())
+
+
+class FeedbackSettings(_Section):
+    """Human feedback on served answers: where it is stored, its rating schema, the limits at the boundary, and how
+    the data step folds it into the next dataset version (docs/feedback.md)."""
+
+    store_uri: str = Field(default="outputs/feedback", description="Feedback store: a folder or fsspec URL of "
+                           "Parquet parts (append-only, like the inference log).")
+    log_uri: str | None = Field(default=None, description="Inference log the feedback resolves through; default: "
+                                "monitoring.log_uri.")
+    rating: Literal["thumbs", "scale5"] = Field(default="thumbs", description="The rating schema taken: thumbs "
+                                                "(up/down) or scale5 (1-5).")
+    low_rating_max: int = Field(default=2, ge=1, le=4, description="scale5: ratings up to this are low (thumbs: "
+                                "down is low).")
+    good_rating_min: int = Field(default=4, ge=2, le=5, description="scale5: ratings from this confirm an answer "
+                                 "(thumbs: up).")
+    max_correction_chars: int = Field(default=20_000, gt=0)
+    max_comment_chars: int = Field(default=2_000, gt=0)
+    max_body_bytes: int = Field(default=65_536, ge=1024, description="POST /feedback: larger bodies get 413.")
+    user_header: str | None = Field(default=None, description="POST /feedback: header an authenticating proxy sets "
+                                    "with the user; when set it is the user, and a different body `user` is refused.")
+    pseudonymise_app_users: bool = Field(default=True, description="Store users of POST /feedback as a sha256 "
+                                         "pseudonym (CLI and import reviewers are stored as named).")
+    log_assessments: bool = Field(default=True, description="Also log MLflow assessments on the request's trace "
+                                  "when the server logged one.")
+    include_in_dataset: bool = Field(default=False, description="The data step folds the feedback store into the "
+                                     "version it writes (`llmops data prepare --include-feedback`).")
+    confirmed_to_eval: bool = Field(default=True, description="Questions with confirmed-good answers (and no "
+                                    "near-duplicate in train) become eval cases.")
+    source_priority: list[Literal["review", "import", "cli", "server"]] = Field(
+        default_factory=lambda: ["review", "import", "cli", "server"],
+        description="Conflicting corrections of one question: the first source in this list wins, then the "
+                    "majority text, then the newest.")
+    review_size: int = Field(default=50, ge=1, le=100_000, description="Rows in a review batch.")
+    seed: int = Field(default=0, ge=0)
+
+    @field_validator("store_uri")
+    @classmethod
+    def _absolute_store(cls, value: str) -> str:
+        return _absolute_location(value)
+
+    @field_validator("log_uri")
+    @classmethod
+    def _absolute_log(cls, value: str | None) -> str | None:
+        return None if value is None else _absolute_location(value)
+
+    @field_validator("source_priority")
+    @classmethod
+    def _every_source_once(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each source at most once")
+        return value
+
+
 class _YamlFileSource(PydanticBaseSettingsSource):
     """Reads the optional YAML config file; a named file that is missing or malformed is an error."""
 
@@ -498,6 +555,7 @@ class Settings(BaseSettings):
     tuning: TuningSettings = Field(default_factory=TuningSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -29,8 +29,9 @@ MODEL_CODE = Path("registry") / "model_code.py"
 CODE_PACKAGES = ("llmops", "backends", "prompts", "registry")
 # The release bundle: every key is a version tag `llmops.<key>`; promotion refuses a version missing any.
 BUNDLE_KEYS = ("prompt_name", "prompt_version", "instruction_hash", "dataset_digest", "dataset_scope",
-               "dataset_lineage", "tune_run_id", "eval_run_id", "tuning_backend", "provider", "model_id", "chain",
-               "chain_config", "provider_spec", "consistency", "requirements")
+               "dataset_lineage", "dataset_feedback", "dataset_previous", "tune_run_id", "eval_run_id",
+               "tuning_backend", "provider", "model_id", "chain", "chain_config", "provider_spec", "consistency",
+               "requirements")
 SMOKE_QUESTION = "How do I reverse a list in Python?"
 
 
@@ -167,7 +168,10 @@ def plan_release(*, model_name: str, tune: RunView, evaluation: RunView, prompt:
     bundle = {
         "prompt_name": prompt.name, "prompt_version": str(prompt.version), "instruction_hash": prompt.instruction_hash,
         "dataset_digest": tune.params["dataset_digest"], "dataset_scope": tune.params.get("dataset_scope", ""),
-        "dataset_lineage": tune.params["dataset_lineage"], "tune_run_id": tune.run_id,
+        "dataset_lineage": tune.params["dataset_lineage"],
+        # "previous version + feedback set F" (docs/feedback.md); "none" for a version prepared without feedback
+        "dataset_feedback": tune.params.get("dataset_feedback", "none"),
+        "dataset_previous": tune.params.get("dataset_previous", "none"), "tune_run_id": tune.run_id,
         "eval_run_id": evaluation.run_id, "tuning_backend": tune.params.get("tuning.backend", spec.kind),
         "provider": spec.kind, "model_id": config["model_id"], "chain": kind.chain_name,
         "chain_config": fingerprint, "provider_spec": spec.to_json(), "consistency": consistency.outcome,

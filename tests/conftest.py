@@ -33,8 +33,11 @@ def _reset_mlflow_globals() -> None:
     import mlflow
     import mlflow.tracking._model_registry.utils as registry_utils
 
+    import mlflow.tracking.fluent as fluent
+
     while mlflow.active_run():
         mlflow.end_run()
+    fluent._active_experiment_id = None  # else the next test's store is asked for this store's experiment
     mlflow.set_tracking_uri(None)
     registry_utils._registry_uri = None
     for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID",

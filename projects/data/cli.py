@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from llmops.cli_support import Quiet, TrackingUri, echo, row_progress, setting_option, start, warn
+from llmops.cli_support import (
+    Quiet,
+    SettingDefault,
+    TrackingUri,
+    echo,
+    row_progress,
+    setting_option,
+    start,
+    warn,
+)
 
 data_app = typer.Typer(no_args_is_help=True)
 
@@ -26,6 +35,15 @@ def prepare_command(
                                              "Keep questions created on or after (YYYY-MM-DD)."),
     question_date_to: str = setting_option("dataprep.question_date_to", "Keep questions created before (YYYY-MM-DD)."),
     output_dir: str = setting_option("data.output_dir", "Where dataset versions are written."),
+    include_feedback: Annotated[bool | None, typer.Option(
+        "--include-feedback/--no-include-feedback", show_default=SettingDefault("feedback.include_in_dataset"),
+        help="Fold the feedback store into this version: corrections become training examples, confirmed answers "
+             "eval cases, with provenance (docs/feedback.md).")] = None,
+    include_feedback_param: Annotated[str | None, typer.Option(
+        "--include-feedback-value", hidden=True, help="MLproject's spelling of --include-feedback: true, false "
+                                                      "or '' (the setting).")] = None,
+    feedback_store: str = setting_option("feedback.store_uri", "Feedback store (folder or fsspec URL).",
+                                         "--feedback-store"),
     tracking_uri: str = TrackingUri,
     quiet: bool = Quiet,
 ) -> None:
@@ -42,6 +60,8 @@ def prepare_command(
         "data.eval_percent": eval_percent, "data.output_dir": output_dir,
         "dataprep.test_percent": test_percent, "dataprep.question_date_from": question_date_from,
         "dataprep.question_date_to": question_date_to, "mlflow.tracking_uri": tracking_uri,
+        "feedback.include_in_dataset": include_feedback if include_feedback is not None else include_feedback_param,
+        "feedback.store_uri": feedback_store,
     })
     template = load_template(settings.prompt.name, settings.prompt.templates_dir)
     warehouse = open_warehouse(settings)  # table/credential problems fail before any run exists

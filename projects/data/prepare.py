@@ -67,6 +67,7 @@ class Prepared:
     prompt: PinnedPrompt
     con: Any = field(repr=False)
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per phase, for the `time:` line
+    feedback: Any = None  # projects.data.feedback.Fold when a feedback set was folded in
 
 
 def time_line(seconds: dict[str, float]) -> str:
@@ -284,6 +285,14 @@ def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, sta
     after_exact = con.execute("SELECT count(*) FROM keep1").fetchall()[0][0]
     dropped["exact_duplicate"] = cleaned - after_exact
     dropped["duplicate_id"] = after_exact - sum(splits.values())  # same question id, different text: one kept
+    fold = _fold_feedback(con, settings, prompt, list(splits), warn) if settings.feedback.include_in_dataset else None
+    if fold is not None:
+        splits = {split: 0 for split in splits}
+        splits.update(dict(con.execute("SELECT split, count(*) FROM examples GROUP BY split").fetchall()))
+        log(f"feedback set {fold.feedback.digest}: {fold.feedback.count} record(s) -> "
+            + ", ".join(f"{n} {split}" for split, n in fold.report["examples"].items())
+            + f" example(s) ({fold.report['superseded']} superseded, {fold.lineage['conflicts']} conflicting "
+              f"question(s)) on top of {fold.previous_digest}")
     repeated = duplicates(con, warehouse, params)
     for message in duplicate_warnings(repeated):
         warn(message)
@@ -294,14 +303,31 @@ def _prepare(settings: Settings, warehouse: Warehouse, prompt: PinnedPrompt, sta
     report = build_report(con, "examples", funnel=funnel, rows_from_query=rows_from_query, cleaned=cleaned,
                           dropped=dict(sorted(dropped.items())), nulls=dict(sorted(nulls.items())), splits=splits,
                           duplicates=repeated)
+    if fold is not None:
+        report["feedback"] = fold.report
     stats = {
         "rows_from_query": rows_from_query, "examples": sum(splits.values()), **splits,
         "dropped": report["dropped"], "query": data.query, "params": params,
         "eval_percent": data.eval_percent, "test_percent": prep.test_percent,
     }
+    lineage = lineage_of(settings, prompt)
+    if fold is not None:
+        stats["feedback"] = fold.lineage
+        lineage = lineage.model_copy(update={"feedback": fold.lineage})
     seconds["dedup + digest + report"] = time.perf_counter() - started - sum(seconds.values())
-    return Prepared(digest, splits, split_digests, lineage_of(settings, prompt), report, stats, prompt, con,
-                    seconds)
+    return Prepared(digest, splits, split_digests, lineage, report, stats, prompt, con, seconds, fold)
+
+
+def _fold_feedback(con: Any, settings: Settings, prompt: PinnedPrompt, splits: list[str],
+                   warn: Callable[[str], None]) -> Any:
+    """`--include-feedback`: the data step's examples + the feedback set (projects.data.feedback)."""
+    from projects.data.feedback import fold_feedback, read_feedback_set
+
+    cfg = settings.feedback
+    fset = read_feedback_set(cfg.store_uri, settings.model.registered_name)
+    return fold_feedback(con, fset, clean_options(settings, prompt), splits, low_rating_max=cfg.low_rating_max,
+                         good_rating_min=cfg.good_rating_min, source_priority=cfg.source_priority,
+                         confirmed_to_eval=cfg.confirmed_to_eval, split_digest_of=streamed_split_digest, warn=warn)
 
 
 def lineage_of(settings: Settings, prompt: PinnedPrompt) -> Lineage:
@@ -331,8 +357,12 @@ def write_dataset(prepared: Prepared, output_dir: Path, parquet_min_rows: int,
                 {split: SplitInfo(digest=prepared.split_digests[split], rows=prepared.splits[split],
                                   file=files[split]["jsonl"]) for split in prepared.splits},
                 prepared.lineage, prepared.prompt.name, prepared.prompt.version, prepared.prompt.instruction_hash,
-                created)
+                created, previous_digest=prepared.feedback.previous_digest if prepared.feedback else None)
             (tmp / MANIFEST_FILE).write_text(manifest.to_json(), encoding="utf-8")
+            if prepared.feedback is not None:
+                from projects.data.feedback import PROVENANCE_FILE
+
+                (tmp / PROVENANCE_FILE).write_text(prepared.feedback.provenance_jsonl(), encoding="utf-8")
             stats = {**prepared.stats, "digest": prepared.digest, "created": created, "files": files,
                      **prepared.prompt.as_config()}
             (tmp / STATS_FILE).write_text(json.dumps(stats, indent=2, default=str), encoding="utf-8")
@@ -367,13 +397,14 @@ def _log_common(prepared: Prepared, settings: Settings) -> None:
     import mlflow
 
     params = prepared.stats["params"]
-    mlflow.log_params({
+    _log_params_over_blank_defaults({
         "dataset_digest": prepared.digest, "dataset_scope": "+".join(prepared.split_digests),
         "dataset_lineage": prepared.lineage.key, "prompt_name": prepared.prompt.name,
         "prompt_version": prepared.prompt.version, "instruction_hash": prepared.prompt.instruction_hash,
         "query": prepared.stats["query"], "engine": settings.warehouse.engine,
         "eval_percent": settings.data.eval_percent, "test_percent": settings.dataprep.test_percent,
         **{f"query.{k}": ("" if v is None else v) for k, v in params.items()},
+        **(_feedback_params(prepared.feedback) if prepared.feedback is not None else {}),
     })
     leakage = prepared.report["leakage"]["eval_questions_with_train_duplicate"]
     metrics = {f"n_{split}": n for split, n in prepared.splits.items()}
@@ -381,7 +412,32 @@ def _log_common(prepared: Prepared, settings: Settings) -> None:
                    leakage_eval_questions=leakage,
                    near_duplicate_groups=prepared.report["near_duplicates"]["groups"])
     metrics.update({f"dropped_{reason}": n for reason, n in prepared.report["dropped"].items()})
+    if prepared.feedback is not None:
+        fb = prepared.feedback.report
+        metrics.update(feedback_records=fb["count"], feedback_used=fb["used"], feedback_superseded=fb["superseded"],
+                       feedback_conflicts=fb["counts"].get("conflicts", 0),
+                       **{f"feedback_{split}": n for split, n in fb["examples"].items()})
     mlflow.log_metrics(metrics)
+
+
+def _log_params_over_blank_defaults(values: dict[str, Any]) -> None:
+    """`mlflow run . -e prepare_data` logs the entry point's parameters first, a value left to the settings as ''
+    (e.g. `eval_percent`): keep that record instead of contradicting it (the resolved value is in the lineage)."""
+    import mlflow
+
+    logged = mlflow.get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({k: v for k, v in values.items() if logged.get(k) not in ("", "''")})
+
+
+def _feedback_params(fold: Any) -> dict[str, Any]:
+    return {"feedback_digest": fold.feedback.digest, "feedback_ids_digest": fold.feedback.ids_digest,
+            "feedback_count": fold.feedback.count, "previous_digest": fold.previous_digest}
+
+
+def _feedback_tags(fold: Any) -> dict[str, str]:
+    if fold is None:
+        return {}
+    return {"llmops.feedback_digest": fold.feedback.digest, "llmops.previous_dataset_digest": fold.previous_digest}
 
 
 def log_dataset(prepared: Prepared, settings: Settings, directory: Path,
@@ -401,7 +457,8 @@ def log_dataset(prepared: Prepared, settings: Settings, directory: Path,
         log_dataset_input(uri, f"so-qa-{split}", prepared.digest, columns,
                           {"train": "training", "eval": "evaluation"}.get(split, split))
     tags = {"llmops.step": "prepare_data", "llmops.dataset_digest": prepared.digest,
-            "llmops.dataset_lineage": prepared.lineage.key, "llmops.dataset_dir": directory.name}
+            "llmops.dataset_lineage": prepared.lineage.key, "llmops.dataset_dir": directory.name,
+            **_feedback_tags(prepared.feedback)}
     tags.update({f"llmops.{split}_uri": uri for split, uri in uris.items()})
     tags.update({f"llmops.{split}_vertex_uri": f"runs:/{run.info.run_id}/{ARTIFACT_DIR}/{names['vertex']}"
                  for split, names in files.items()})
@@ -418,7 +475,8 @@ def log_reuse(prepared: Prepared, settings: Settings, previous) -> dict[str, str
     copied = {k: v for k, v in previous.data.tags.items()
               if k.startswith("llmops.") and (k.endswith("_uri") or k == "llmops.dataset_dir")}
     mlflow.set_tags({**copied, "llmops.step": "prepare_data", "llmops.dataset_digest": prepared.digest,
-                     "llmops.dataset_lineage": prepared.lineage.key, "llmops.reused_from": previous.info.run_id})
+                     "llmops.dataset_lineage": prepared.lineage.key, "llmops.reused_from": previous.info.run_id,
+                     **_feedback_tags(prepared.feedback)})
     return {k.removeprefix("llmops.").removesuffix("_uri"): v for k, v in copied.items()
             if k.endswith("_uri") and "_vertex" not in k}
 

@@ -224,8 +224,8 @@ def test_masked_everywhere_settings_reach_mlflow(tracking_uri: str):
     config = {"provider": {"kind": "openai_compat", "base_url": "https://alice:hunter2@llm.internal/v1",
                            "api_key_env": "LLM_KEY"}, "notes": ["see https://bob:pw@wiki/page"], "k": 3}
     masked = mask_urls(config)
-    assert masked["provider"]["base_url"] == "https://***@llm.internal/v1" and masked["k"] == 3
-    assert masked["notes"] == ["see https://***@wiki/page"] and config["provider"]["base_url"].startswith("https://alice")
+    assert masked["provider"]["base_url"] == "https://alice:***@llm.internal/v1" and masked["k"] == 3
+    assert masked["notes"] == ["see https://bob:***@wiki/page"] and config["provider"]["base_url"].startswith("https://alice")
     mlflow.set_experiment("llmops")
     with mlflow.start_run() as run:
         mlflow.log_params(mask_urls({"base_url": config["provider"]["base_url"]}))

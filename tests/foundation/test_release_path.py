@@ -185,16 +185,33 @@ def test_vertex_pipeline_through_the_real_sdks_to_staging(tmp_path: Path) -> Non
         uploads = cloud.buckets["llmops-tuning"]
         digest = tune.data.params["dataset_digest"]
         assert set(uploads) == {f"sft/{digest}/train.jsonl", f"sft/{digest}/validation.jsonl"}
-        evaluated = len(cloud.generate_calls)
-        assert evaluated == int(_steps(client)["evaluate"][0].data.metrics["n_rows"])
+        evaluated = len(cloud.generate_calls)  # the eval rows, and the staging smoke questions
+        assert evaluated >= int(_steps(client)["evaluate"][0].data.metrics["n_rows"])
+        assert all(call.endswith(f"{ENDPOINT}:generateContent") for call in cloud.generate_calls)
         shown = _bundle_shown(tmp_path, "1", env)
         assert (shown["provider"], shown["model_id"], shown["chain"]) == ("vertex", ENDPOINT, "so-qa-vertex")
         answer = _answer_in_fresh_process(tmp_path, env)
         assert len(cloud.generate_calls) == evaluated + 1 and cloud.generate_calls[-1].endswith(
             f"{ENDPOINT}:generateContent")
         assert answer["provider"] == "vertex" and answer["model_id"] == ENDPOINT and answer["answer"]
+        # and on to production with the default gates (no champion yet), after an approval
+        _ok(_llmops(tmp_path, "registry", "approve", MODEL, "1", "--by", "rita", env=env))
+        promoted = _ok(_llmops(tmp_path, "registry", "promote", MODEL, "1", "--to", "production", "--reason",
+                               "tuned gemini", env=env))
+        assert "PASS  gate answered_token_f1 vs champion" in promoted
+        assert str(client.get_model_version_by_alias(MODEL, "production").version) == "1"
     finally:
         cloud.stop()
+
+
+def test_a_dataset_too_small_to_gate_is_refused_by_a_gate_not_a_crash(tmp_path: Path) -> None:
+    refused = _llmops(tmp_path, "pipeline", "run", "--limit", "40")
+    assert refused.returncode == 8, refused.stdout[-2000:] + refused.stderr[-2000:]
+    assert "Traceback" not in refused.stderr
+    assert any(line.startswith("FAIL  gate n_rows: ") and "(needs >= 30.0)" in line
+               for line in refused.stderr.splitlines())
+    client = _client(tmp_path)
+    assert client.get_model_version(MODEL, "1").aliases == ["dev"]
 
 
 def test_real_data_where_a_random_answer_does_as_well_is_refused_naming_the_baseline(tmp_path: Path,

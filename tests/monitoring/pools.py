@@ -1,4 +1,4 @@
-"""Real question pools for the monitoring tests: data/sample (200 questions) and ../shared/data (thousands), as the
+"""Real question pools for the monitoring tests: data/sample (446 questions) and ../shared/data (thousands), as the
 data step writes them (title + cleaned body, `projects.data.clean.question_text`)."""
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ def test_compare_json_contract_and_formats(tmp_path: Path, capsys: pytest.Captur
     order = rng.permutation(len(QUESTIONS))
     eval_set = _jsonl(tmp_path / "eval.jsonl", [QUESTIONS[i] for i in order[:100]])
     same = tmp_path / "same.parquet"
-    pq.write_table(pa.table({"question": [QUESTIONS[i] for i in order[100:]], "n": list(range(100))}), same)
+    pq.write_table(pa.table({"question": [QUESTIONS[i] for i in order[100:200]], "n": list(range(100))}), same)
     russian = other_language("ru")
     batch = [QUESTIONS[i] for i in order[100:160]] + [russian[i % len(russian)] for i in range(40)]
     shifted = _jsonl(tmp_path / "batch.jsonl", batch)

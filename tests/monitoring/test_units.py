@@ -53,11 +53,13 @@ def test_descriptors_agree_with_a_per_character_reference() -> None:
 
 
 def test_descriptors_chunk_boundaries_do_not_matter() -> None:
-    texts = list(sample_questions()) * 30  # 6,000 rows: more than one chunk
+    pool = list(sample_questions())
+    texts = pool * (6000 // len(pool) + 1)  # more than 6,000 rows: more than one chunk
     whole = describe(texts)
     one = describe(texts[:1])
-    assert whole.chars[5000] == one.chars[0] and whole.tokens[5000] == one.tokens[0]
-    assert len(whole.chars) == 6000
+    row = len(pool) * (5000 // len(pool))  # a copy of the first question, deep in a later chunk
+    assert whole.chars[row] == one.chars[0] and whole.tokens[row] == one.tokens[0]
+    assert len(whole.chars) == len(texts)
 
 
 def test_feature_space_vocabulary_common_words_and_terms() -> None:
@@ -78,7 +80,7 @@ def test_subsampled_model_features_keep_every_row_for_lengths() -> None:
     pool = list(sample_questions())
     space = FeatureSpace.fit(pool, seed=0)
     frame = space.transform(pool, max_model_rows=50, rng=np.random.default_rng(0))
-    assert len(frame.numeric["question_chars"]) == 200 and len(frame.model_rows) == 50
+    assert len(frame.numeric["question_chars"]) == len(pool) and len(frame.model_rows) == 50
     assert frame.terms.shape[0] == 50 and frame.embedding.shape[0] == 50
     assert not frame.complete
 

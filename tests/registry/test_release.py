@@ -189,3 +189,52 @@ def test_openai_compatible_chain_reloads_with_grounding_safety_and_citations(sto
     assert answer["answer"] == "Slice it: xs[::-1] [1000]" and answer["provider"] == "openai_compat"
     assert answer["safety"]["source"] == "local-lexicon-v1" and not answer["safety"]["blocked"]
     assert answer["citations"][0]["kind"] == "grounding" and answer["citations"][0]["source_id"] == "1000"
+
+
+def test_the_release_path_from_the_command_line(store, tmp_path, tuned_chain, cli):
+    """`llmops tune` alone makes a tuning run that `llmops eval run` and `llmops registry register` take; bad
+    inputs at the command line are one line and a non-zero exit, and register nothing."""
+    prompt = synced(tmp_path, "so-qa", "rel-cli")
+    data = tuned_chain(prompt)  # only for its dataset files (with their manifest)
+    code, out, err = cli("tune", "--train-uri", data["train_uri"], "--eval-uri", data["eval_uri"])
+    assert code == 0, err
+    tune_id = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)["run_id"]
+    code, out, err = cli("eval", "run", "--tune-run-id", tune_id, "--eval-uri", data["eval_uri"])
+    assert code == 0, err
+    assert "vs/random_answer/answered_token_f1: " in out
+    eval_id = out.strip().splitlines()[-1].split()[-1]
+    for args, exit_code, message in [
+        (("--tune-run-id", eval_id, "--eval-run-id", eval_id), 2, "records no provider spec"),
+        (("--tune-run-id", tune_id, "--eval-run-id", data["eval_run_id"]), 2, "evaluated tuning run"),
+        (("--tune-run-id", "f" * 32, "--eval-run-id", eval_id), 4, "not found"),
+    ]:
+        code, _, err = cli("registry", "register", *args, "--model-name", "chain-cli")
+        assert code == exit_code and message in err and err.count("\n") == 1, err
+    assert versions("chain-cli") == []
+    code, out, err = cli("registry", "register", "--tune-run-id", tune_id, "--eval-run-id", eval_id,
+                         "--model-name", "chain-cli", "--dry-run")
+    assert code == 0 and "dry run: would register chain-cli (retrieval" in out and versions("chain-cli") == []
+    code, out, err = cli("registry", "register", "--tune-run-id", tune_id, "--eval-run-id", eval_id,
+                         "--model-name", "chain-cli")
+    assert code == 0 and "registered models:/chain-cli/1 (alias dev)" in out, err
+
+
+def test_a_provider_that_is_down_is_a_backend_error_not_bad_input(store, tmp_path, tuned_chain):
+    """`llmops serve predict` against a registered chain whose provider is down exits 6 (backend), not 7."""
+    import os
+
+    prompt = synced(tmp_path, "so-qa", "rel-down")
+    with StubChatServer(default=Reply(text="ok")) as server:
+        overrides = {"chain": {"provider": {"base_url": server.base_url, "model": "m", "max_retries": 0}}}
+        runs = tuned_chain(prompt, backend="openai_compat", overrides=overrides)
+        version = _register(runs["settings"], "chain-down", runs)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_")}
+    base = [str(Path(sys.executable).parent / "llmops"), "serve", "predict", "--model", f"models:/chain-down/{version}"]
+    down = subprocess.run([*base, "--question", "How do I reverse a list?"], capture_output=True, text=True,
+                          env=env, timeout=300, check=False)
+    assert down.returncode == 6, down.stderr[-2000:]
+    (error,) = [line for line in down.stderr.splitlines() if line.startswith("error:")]
+    assert "cannot connect" in error and "Traceback" not in down.stderr
+    empty = subprocess.run([*base, "--question", "   "], capture_output=True, text=True, env=env, timeout=300,
+                           check=False)
+    assert empty.returncode == 7 and "question is empty" in empty.stderr
