@@ -359,13 +359,6 @@ class RegistrySettings(_Section):
     notify_timeout_s: float = Field(default=10.0, gt=0)
 
 
-def _absolute_location(value: str) -> str:
-    """A local folder becomes absolute (step subprocesses and server workers agree); URLs are kept as given."""
-    if "://" in value:
-        return value
-    return str(Path(value).expanduser().resolve())
-
-
 class ServingSettings(_Section):
     """`llmops serve start|batch`: what the server follows, how it rolls out and rolls back, its inference log.
     Every key has a flag or an `LLMOPS_SERVING__*` variable; docs/serving.md explains each."""
@@ -401,7 +394,8 @@ class ServingSettings(_Section):
     rollback_max_p99_ms: float = Field(default=5000.0, gt=0, description="p99 latency above which the new version "
                                        "is rolled back.")
     log_uri: str = Field(default="outputs/inference-log", description="Inference log: a folder or fsspec URL "
-                         "(gs://...) of Parquet parts; monitoring reads the same place.")
+                         "(gs://...) of Parquet parts; monitoring and feedback read the same place unless their "
+                         "own log_uri is set.")
     log_queue_size: int = Field(default=20_000, ge=1, description="Records waiting to be written, at most.")
     log_put_timeout_s: float = Field(default=10.0, ge=0, description="How long a request waits for room in a full "
                                      "queue (backpressure) before its record is dropped and counted.")
@@ -415,8 +409,9 @@ class ServingSettings(_Section):
                                     "limit applies too).")
     shadow_queue_size: int = Field(default=64, ge=1, description="Shadow copies waiting at most; more are skipped "
                                    "and counted, never slowing the champion.")
-    routers: list[str] = Field(default_factory=list, description="Extra FastAPI routers, as module:attribute "
-                               "(an APIRouter or a function of the server state returning one).")
+    routers: list[str] = Field(default_factory=lambda: ["feedback.http:server_router"], description="FastAPI "
+                               "routers the server mounts, as module:attribute (an APIRouter or a function of the "
+                               "server state returning one); default: POST /feedback. [] mounts none.")
     batch_chunk_rows: int = Field(default=500, ge=1, description="Rows per batch chunk (the unit of resume).")
 
     @field_validator("log_uri")
@@ -436,6 +431,11 @@ class MonitoringSettings(_Section):
     drift_reference: str = Field(default="previous", description="previous | first | train | none | a file.")
     trigger_dir: str = Field(default="outputs/monitoring/triggers", description="Reason files of the trigger.")
 
+    @field_validator("log_uri")
+    @classmethod
+    def _absolute_log(cls, value: str | None) -> str | None:
+        return None if value is None else _absolute_location(value)
+
     @field_validator("trigger_dir")
     @classmethod
     def _absolute_trigger_dir(cls, value: str) -> str:
@@ -443,7 +443,8 @@ class MonitoringSettings(_Section):
 
 
 def _absolute_location(value: str) -> str:
-    """A local folder is pinned to an absolute path (step subprocesses agree); a URL (`gs://...`) is kept."""
+    """A local folder is pinned to an absolute path (step subprocesses and server workers agree); a URL
+    (`gs://...`) is kept."""
     return value if "://" in value else str(Path(value).expanduser().resolve())
 
 
@@ -454,7 +455,7 @@ class FeedbackSettings(_Section):
     store_uri: str = Field(default="outputs/feedback", description="Feedback store: a folder or fsspec URL of "
                            "Parquet parts (append-only, like the inference log).")
     log_uri: str | None = Field(default=None, description="Inference log the feedback resolves through; default: "
-                                "monitoring.log_uri.")
+                                "monitoring.log_uri, else serving.log_uri (where the server writes it).")
     rating: Literal["thumbs", "scale5"] = Field(default="thumbs", description="The rating schema taken: thumbs "
                                                 "(up/down) or scale5 (1-5).")
     low_rating_max: int = Field(default=2, ge=1, le=4, description="scale5: ratings up to this are low (thumbs: "
@@ -574,6 +575,17 @@ class Settings(BaseSettings):
             _MlflowEnvSource(settings_cls),
             _YamlFileSource(settings_cls, path, required=bool(explicit)),
         )
+
+
+def inference_log_uri(settings: Settings, reader: Literal["serving", "monitoring", "feedback"] = "serving") -> str:
+    """The one inference-log location, as `reader` sees it: its own `log_uri` when set (feedback falls back to
+    monitoring's), else `serving.log_uri`, where the server writes. Resolved when read, so a flag that moves the
+    server's log moves every reader's with it."""
+    if reader == "feedback" and settings.feedback.log_uri:
+        return settings.feedback.log_uri
+    if reader in ("feedback", "monitoring") and settings.monitoring.log_uri:
+        return settings.monitoring.log_uri
+    return settings.serving.log_uri
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import typer
 
 from llmops.cli_support import TrackingUri, blank_to_none, echo, settings_for, start
 from llmops.errors import ConfigError
+from llmops.settings import inference_log_uri
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -57,7 +58,7 @@ def run_command(
              "monitoring.drift_reference": blank_to_none(drift_reference)}
     settings = settings_for(**flags)
     cfg = settings.monitoring
-    log_uri = cfg.log_uri or settings.serving.log_uri  # one location: where the server writes it
+    log_uri = inference_log_uri(settings, "monitoring")  # one location: where the server writes it
     spec = parse_window(cfg.window)  # every flag and the rule file are checked before MLflow is touched
     rule = load_rules(cfg.rules_file)
     since_at, until_at = _time(since, "--since"), _time(until, "--until")

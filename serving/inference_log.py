@@ -5,8 +5,9 @@ question and answer as it takes them (raw text lives only in that queue, never o
 parts (`llmops.parts`: a local folder or any fsspec URL), one part per `part_max_records` records or
 `part_max_seconds`, whichever comes first. Nothing is dropped silently: a full queue makes the request wait up to
 `log_put_timeout_s` (backpressure); only past that is a record dropped, and counted (`dropped`, exported in
-/metrics). A part that fails to write is retried with backoff; its records stay queued meanwhile. `close()` drains
-the queue and writes the last part.
+/metrics). A part that fails to write is retried with backoff; its records stay queued meanwhile. `flush()` writes
+what was queued before it now (feedback on an answer given a moment ago resolves at once); `close()` drains the
+queue and writes the last part.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ log = logging.getLogger(__name__)
 _STOP = object()
 
 
+class _Flush:
+    """A marker in the queue: everything queued before it is written when the writer reaches it."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
 def replica_id() -> str:
     """host:pid of this server process, written into every record."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -35,7 +43,7 @@ def replica_id() -> str:
 def inference_record(*, request_id: str, started: float, latency_ms: float, status: int, endpoint: str,
                      model: Any, role: str, question: str, answer: Mapping[str, Any] | None = None,
                      error: str | None = None, shadow_of: str | None = None, session_hash: str | None = None,
-                     replica: str | None = None) -> dict[str, Any]:
+                     replica: str | None = None, trace_id: str | None = None) -> dict[str, Any]:
     """A raw record (question and answer NOT yet redacted: the writer thread does that). `model` is the
     LoadedVersion that answered (or would have)."""
     bundle = getattr(model, "bundle", {}) or {}
@@ -69,6 +77,7 @@ def inference_record(*, request_id: str, started: float, latency_ms: float, stat
         "session_hash": session_hash,
         "redactions": None,
         "replica": replica or replica_id(),
+        "trace_id": trace_id,
     }
 
 
@@ -140,6 +149,18 @@ class InferenceLogWriter:
     def depth(self) -> int:
         return self._queue.qsize()
 
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Write every record queued before this call now, without waiting for the part to fill or age; True once
+        they are in a part (False: closed, or not done within `timeout_s`)."""
+        if self._closed:
+            return False
+        marker = _Flush()
+        try:
+            self._queue.put(marker, timeout=timeout_s)
+        except queue.Full:
+            return False
+        return marker.done.wait(timeout_s)
+
     # -- writer side -------------------------------------------------------------------------------------------
     def _run(self) -> None:
         buffer: list[dict[str, Any]] = []
@@ -151,25 +172,29 @@ class InferenceLogWriter:
                 item = self._queue.get(timeout=timeout)
             except queue.Empty:
                 item = None
-            if item is _STOP:
-                stopping = True
-            elif item is not None:
+            flushes: list[_Flush] = []
+            while item is not None:  # this item, then what is already waiting, without blocking
+                if item is _STOP:
+                    stopping = True
+                    break
+                if isinstance(item, _Flush):
+                    flushes.append(item)
+                    break  # write now: the records queued before the marker are in the buffer
                 if not buffer:
                     first_at = time.monotonic()
                 buffer.append(redact_record(item))  # as records arrive: no burst of CPU at each flush
-                while len(buffer) < self.part_max_records:  # take what is already waiting, without blocking
-                    try:
-                        more = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                    if more is _STOP:
-                        stopping = True
-                        break
-                    buffer.append(redact_record(more))
+                if len(buffer) >= self.part_max_records:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    item = None
             due = first_at is not None and time.monotonic() - first_at >= self.part_max_seconds
-            if buffer and (len(buffer) >= self.part_max_records or due or stopping):
+            if buffer and (len(buffer) >= self.part_max_records or due or stopping or flushes):
                 self._flush(buffer, final=stopping)
                 buffer, first_at = [], None
+            for marker in flushes:
+                marker.done.set()
             if stopping:
                 return
 

@@ -240,6 +240,24 @@ def answer_questions(chain: Any, questions: list[str]) -> list[dict[str, Any]]:
     return chain.answer_many(questions, direct=True)
 
 
+def answer_traced(chain: Any, questions: list[str]) -> tuple[list[dict[str, Any]], list[str | None]]:
+    """`answer_questions` when tracing is on: one question at a time, each with the id of the MLflow trace it made
+    (None when the sampler skipped it), so the log record can name its trace and feedback can be logged on it."""
+    import mlflow
+
+    from prompts.chain import preprocess
+
+    for question in questions:  # all checked before any is answered, as answer_questions does
+        preprocess(question, chain.max_question_chars)
+    answers, trace_ids = [], []
+    for question in questions:
+        before = mlflow.get_last_active_trace_id(thread_local=True)
+        answers.extend(chain.answer_many([question], direct=True))
+        after = mlflow.get_last_active_trace_id(thread_local=True)
+        trace_ids.append(after if after != before else None)
+    return answers, trace_ids
+
+
 def _one_line(exc: BaseException) -> str:
     text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return " ".join(str(text).split())[:500]

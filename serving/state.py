@@ -19,7 +19,7 @@ from typing import Any
 
 from llmops.errors import BackendError, InputError
 from serving.inference_log import InferenceLogWriter, inference_record, replica_id
-from serving.loader import LoadedVersion, ModelRef, answer_questions, parse_model_uri
+from serving.loader import LoadedVersion, ModelRef, answer_questions, answer_traced, parse_model_uri
 from serving.metrics import ServerMetrics
 from serving.rollout import CanarySplitter, session_hash
 from serving.watch import VersionWatch
@@ -73,6 +73,7 @@ class Answered:
     loaded: LoadedVersion
     role: str
     latency_ms: float
+    trace_ids: list[str | None] | None = None  # per question, when tracing is on
 
 
 class ServingState:
@@ -120,8 +121,12 @@ class ServingState:
     def answer(self, loaded: LoadedVersion, role: str, questions: list[str], *, request_id: str, started: float,
                t0: float, endpoint: str, session: str | None) -> Answered:
         """Answer, count, watch, and queue one log record per question (blocking on a full queue: backpressure)."""
+        trace_ids = None
         try:
-            answers = answer_questions(loaded.chain, questions)
+            if self.cfg.trace_sample_rate > 0:
+                answers, trace_ids = answer_traced(loaded.chain, questions)
+            else:
+                answers = answer_questions(loaded.chain, questions)
             status, error = 200, None
         except InputError as exc:
             answers, status, error = None, 400, str(exc)
@@ -131,7 +136,7 @@ class ServingState:
             log.exception("models:/%s/%s failed on a request", loaded.name, loaded.version)
             answers, status, error = None, 500, f"the model failed: {type(exc).__name__}: {exc}"
         latency_ms = (time.perf_counter() - t0) * 1000
-        result = Answered(status, answers, error and " ".join(error.split()), loaded, role, latency_ms)
+        result = Answered(status, answers, error and " ".join(error.split()), loaded, role, latency_ms, trace_ids)
         self.account(result, endpoint)
         self._log(result, questions, request_id=request_id, started=started, endpoint=endpoint, session=session)
         return result
@@ -156,11 +161,12 @@ class ServingState:
         many = len(questions) > 1
         for index, question in enumerate(questions):
             answer = result.answers[index] if result.answers else None
+            trace_id = result.trace_ids[index] if result.trace_ids else None
             self.writer.submit(inference_record(
                 request_id=f"{request_id}.{index}" if many else request_id, started=started,
                 latency_ms=result.latency_ms, status=result.status, endpoint=endpoint, model=result.loaded,
                 role=result.role, question=question, answer=answer, error=result.error, shadow_of=shadow_of,
-                session_hash=hashed, replica=self.replica))
+                session_hash=hashed, replica=self.replica, trace_id=trace_id))
 
     def refused_record(self, *, request_id: str, started: float, t0: float, status: int, error: str, endpoint: str,
                        loaded: LoadedVersion | None, session: str | None) -> dict[str, Any]:

@@ -48,13 +48,26 @@ def test_batch_and_predict_refuse_bad_input_before_loading(capsys, tmp_path) -> 
     assert code == 2 and "--chunk-rows must be at least 1" in line
 
 
-def test_monitoring_reads_where_the_server_writes(monkeypatch, tmp_path) -> None:
-    from llmops.settings import load_settings
+def test_monitoring_and_feedback_read_where_the_server_writes(monkeypatch, tmp_path) -> None:
+    """One setting: serving.log_uri is where monitoring and feedback read unless theirs is set; a flag that moves
+    the server's log moves theirs too (resolved when read, not copied at load)."""
+    from llmops.settings import inference_log_uri, load_settings
 
     monkeypatch.setenv("LLMOPS_SERVING__LOG_URI", "gs://bucket/inference-log")
     settings = load_settings()
     assert settings.serving.log_uri == "gs://bucket/inference-log" and settings.monitoring.log_uri is None
-    assert load_settings({"serving": {"log_uri": "rel/log"}}).serving.log_uri == str(Path("rel/log").resolve())
+    assert {reader: inference_log_uri(settings, reader) for reader in ("serving", "monitoring", "feedback")} == \
+        dict.fromkeys(("serving", "monitoring", "feedback"), "gs://bucket/inference-log")
+    moved = load_settings({"serving": {"log_uri": "rel/log"}})
+    assert inference_log_uri(moved, "feedback") == inference_log_uri(moved, "monitoring") == \
+        moved.serving.log_uri == str(Path("rel/log").resolve())
+    own = load_settings({"monitoring": {"log_uri": "mon/log"}})
+    assert inference_log_uri(own, "monitoring") == inference_log_uri(own, "feedback") == str(Path("mon/log").resolve())
+    assert inference_log_uri(own, "serving") == "gs://bucket/inference-log"
+    both = load_settings({"monitoring": {"log_uri": "mon/log"}, "feedback": {"log_uri": "memory://fb"}})
+    assert (inference_log_uri(both, "feedback"), inference_log_uri(both, "monitoring")) == \
+        ("memory://fb", str(Path("mon/log").resolve()))
+    assert load_settings().serving.routers == ["feedback.http:server_router"]  # POST /feedback is mounted
 
 
 def test_several_workers_each_follow_the_alias_and_write_their_own_parts(store) -> None:

@@ -125,3 +125,17 @@ def test_a_closed_writer_counts_what_it_refuses(tmp_path) -> None:
     writer = InferenceLogWriter(str(tmp_path / "log"))
     writer.close()
     assert writer.submit(record(1)) is False and writer.dropped == 1
+
+
+def test_flush_writes_what_was_queued_before_it_at_once_and_nothing_when_empty(tmp_path) -> None:
+    location = str(tmp_path / "log")
+    writer = InferenceLogWriter(location, part_max_records=1000, part_max_seconds=3600)
+    for i in range(3):
+        writer.submit(record(i, trace_id=f"tr-{i}"))
+    assert writer.flush(timeout_s=10) is True  # not an hour later: now
+    assert sorted(r["request_id"] for r in read_inference_log(location).to_pylist()) == ["r0", "r1", "r2"]
+    assert [r["trace_id"] for r in read_inference_log(location).to_pylist()] == ["tr-0", "tr-1", "tr-2"]
+    assert writer.flush(timeout_s=10) is True and len(list_parts(location)) == 1  # nothing queued: no empty part
+    writer.submit(record(3))
+    writer.close()
+    assert writer.flush(timeout_s=1) is False and len(read_inference_log(location)) == 4
