@@ -162,7 +162,8 @@ class FeedbackService:
     def __init__(self, settings: Settings, *, log_uri: str | None = None, store_uri: str | None = None,
                  inference_log: InferenceLog | None = None) -> None:
         self.cfg = settings.feedback
-        self.log = inference_log or InferenceLog(log_uri or resolve_log_uri(settings))
+        # `is None`, not `or`: an index with nothing in it yet has len() 0
+        self.log = inference_log if inference_log is not None else InferenceLog(log_uri or resolve_log_uri(settings))
         self.store_uri = store_uri or self.cfg.store_uri
 
     def user_for(self, source: Source, user: str | None) -> str | None:

@@ -27,6 +27,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from feedback.capture import FeedbackService, parse_input
 from feedback.resolve import InferenceLog
@@ -68,7 +69,10 @@ def feedback_router(settings: Settings, *, log_uri: str | None = None, store_uri
                                f"{media or 'no content type'}")
         if request.url.query:
             return _error(400, "feedback is read from the JSON body only; remove the query string")
-        body = await _read_body(request, cfg.max_body_bytes)
+        try:
+            body = await _read_body(request, cfg.max_body_bytes)
+        except ClientDisconnect:  # a truncated body: the client's doing, never a 500 with a traceback
+            return _error(400, "the client closed the connection before the whole body arrived")
         if body is None:
             return _error(413, f"body larger than feedback.max_body_bytes ({cfg.max_body_bytes:,} bytes)")
         try:

@@ -22,6 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response, StreamingResponse
 
 from serving.requests import RequestError, parse_chat, parse_invocations
@@ -63,11 +64,14 @@ async def read_body(request: Any, limit: int) -> bytes:
         if size > limit:
             raise RequestError(413, f"request body is {size} bytes; the limit is {limit}")
     chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise RequestError(413, f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > limit:
+                raise RequestError(413, f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect as exc:  # a truncated body: the client's doing, not a server error (nor a traceback)
+        raise RequestError(400, "the client closed the connection before the whole body arrived") from exc
     return b"".join(chunks)
 
 

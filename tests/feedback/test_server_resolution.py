@@ -41,3 +41,15 @@ def test_a_flood_of_misses_makes_few_flushes_and_every_caller_is_covered() -> No
     later = time.monotonic()
     coalesced()  # a miss after the gap flushes again
     assert len(starts) in (2, 3) and starts[-1] >= later
+
+
+def test_an_index_given_to_the_service_is_the_one_it_uses_even_while_empty(tmp_path) -> None:
+    from feedback.capture import FeedbackService
+    from feedback.resolve import InferenceLog
+    from llmops.settings import load_settings
+
+    misses: list[str] = []
+    index = InferenceLog(str(tmp_path / "log"), on_miss=lambda: misses.append("flush"))
+    assert len(index) == 0  # falsy: `index or default` would silently replace it
+    service = FeedbackService(load_settings(), inference_log=index)
+    assert service.log is index and service.log.find("unknown") is None and misses == ["flush"]

@@ -172,13 +172,16 @@ class Hammer:
             return {version for _, version, _, _ in self.results}
 
 
-def raw_request(url: str, data: bytes, timeout_s: float = 30) -> tuple[int, bytes]:
-    """Send bytes as they are (clients refuse to send a bad Content-Length or a `..` path): (status, body)."""
+def raw_request(url: str, data: bytes, timeout_s: float = 30, half_close: bool = False) -> tuple[int, bytes]:
+    """Send bytes as they are (clients refuse to send a bad Content-Length or a `..` path): (status, body).
+    `half_close`: then close the sending side, as a client that gives up mid-body does."""
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s) as sock:
         sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         chunks = []
         while True:
             try:

@@ -1,7 +1,9 @@
 """`llmops serve start` as a real process on 127.0.0.1 over a real SQLite store, serving a version registered by
 the real release path: MLflow's request formats with the pyfunc's own answers, the probes and /version, the OpenAI
 client library and LangChain's ChatOpenAI, /metrics, bad input of every kind while under load, one log record per
-request with PII redacted, and no per-request writes to the tracking store unless tracing is sampled."""
+request with PII redacted, and no per-request writes to the tracking store unless tracing is sampled; POST /feedback
+(mounted by default) resolves an answer's request id through the server's own log, at once, and logs the rating on
+the request's trace when it was traced."""
 
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ MODEL = "served-qa"
 def served(world):
     version = world.register(MODEL)
     server = ServerProcess(world.root / "server-module", world.tracking_uri, f"models:/{MODEL}@dev",
-                           settings={"LLMOPS_SERVING__MAX_QUESTION_CHARS": "2000"}).start()
+                           settings={"LLMOPS_SERVING__MAX_QUESTION_CHARS": "2000",
+                                     "LLMOPS_FEEDBACK__STORE_URI": str(world.root / "server-module" / "feedback")}
+                           ).start()
     yield server, version
     server.stop()
 
@@ -136,6 +140,19 @@ BAD_REQUESTS = [
     ("chat as text", "POST", "/v1/chat/completions", {"content": b"hi", "headers": {
         "Content-Type": "text/plain"}}, 415, "unsupported content type"),
     ("chat GET", "GET", "/v1/chat/completions", {}, 405, "not allowed"),
+    ("feedback as a form", "POST", "/feedback", {"content": b"request_id=x&rating=up", "headers": {
+        "Content-Type": "application/x-www-form-urlencoded"}}, 415, "send the feedback as a JSON body"),
+    ("feedback in the query string", "POST", "/feedback?request_id=x&rating=up", {"json": {}}, 400,
+     "read from the JSON body only"),
+    ("feedback malformed JSON", "POST", "/feedback", {"content": b'{"request_id": ', "headers": {
+        "Content-Type": "application/json"}}, 400, "malformed JSON"),
+    ("feedback with an unknown field", "POST", "/feedback", {"json": {"request_id": "x", "rating": "up",
+                                                                       "model_version": "1"}}, 422, "unknown field"),
+    ("feedback on an unknown request id", "POST", "/feedback", {"json": {"request_id": "nope", "rating": "up"}}, 404,
+     "unknown request id 'nope'"),
+    ("feedback oversized", "POST", "/feedback", {"json": {"request_id": "x", "rating": "up",
+                                                          "comment": "c" * 70_000}}, 413, "larger than"),
+    ("feedback GET", "GET", "/feedback", {}, 405, "method GET is not allowed"),
 ]
 RAW_REQUESTS = [  # bytes on the wire, as no well-behaved client would send them
     ("bad Content-Length", b'POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
@@ -144,6 +161,8 @@ RAW_REQUESTS = [  # bytes on the wire, as no well-behaved client would send them
     ("body shorter than declared", b'POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n'
                                    b'Content-Length: 9999\r\nConnection: close\r\n\r\n{"instances"'),
     ("garbage request line", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n"),
+    ("feedback body shorter than declared", b'POST /feedback HTTP/1.1\r\nHost: x\r\nContent-Type: application/json'
+                                            b'\r\nContent-Length: 500\r\nConnection: close\r\n\r\n{"request_id"'),
 ]
 
 
@@ -159,11 +178,12 @@ def test_bad_input_is_a_4xx_with_one_line_while_under_load_and_the_server_stays_
             assert "\n" not in text.strip() and "Traceback" not in text, name
             body = response.json() if response.headers.get("content-type", "").startswith("application/json") \
                 else {}
-            line = body.get("message") or (body.get("error") or {}).get("message") or text
+            error = body.get("error")  # MLflow's shape, OpenAI's, or feedback's {"error": "line"}
+            line = body.get("message") or (error.get("message") if isinstance(error, dict) else error) or text
             assert message in line, (name, line)
             seen.append((name, status))
         for name, data in RAW_REQUESTS:
-            status, body = raw_request(server.url, data, timeout_s=5)
+            status, body = raw_request(server.url, data, timeout_s=5, half_close="shorter than" in name)
             # 4xx from the app or from uvicorn's HTTP parser, or the connection closed (0) - never a 5xx
             assert status == 0 or 400 <= status < 500, (name, status, body[:200])
             assert b"Traceback" not in body
@@ -175,6 +195,7 @@ def test_bad_input_is_a_4xx_with_one_line_while_under_load_and_the_server_stays_
     assert server.get("/health").status_code == 200 and server.ask("How do I sort a dict?").status_code == 200
     five_hundreds = sum(server.metric("llmops_requests_total", status=str(code)) for code in (500, 502, 503, 504))
     assert five_hundreds == 0
+    assert "Traceback" not in server.text() and "unexpected error" not in server.text()
 
 
 def test_metrics_count_requests_latency_abstentions_and_the_log(store, served) -> None:
@@ -252,6 +273,30 @@ def test_every_request_has_exactly_one_log_record_with_the_right_versions_and_no
     assert found[chat.headers["x-request-id"]][0]["endpoint"] == "chat"
 
 
+def test_feedback_on_an_answer_resolves_through_the_servers_own_log(store, served) -> None:
+    from llmops.records import read_feedback
+
+    server, version = served
+    answered = server.ask("How do I reverse a list? Write to ann@example.com")
+    refused = server.post("/invocations", json={"instances": [" "]})
+    request_id = answered.headers["x-request-id"]
+    response = server.post("/feedback", json={"request_id": request_id, "rating": "up", "comment": "ok, ann@x.org"})
+    assert response.status_code == 201, response.text
+    taken = response.json()
+    info = server.version()
+    assert taken["request_id"] == request_id and taken["source"] == "server" and taken["assessments"] == "no trace"
+    assert taken["provenance"] == {"model_name": MODEL, "model_version": version, "prompt_name": info["prompt_name"],
+                                   "prompt_version": info["prompt_version"],
+                                   "instruction_hash": info["instruction_hash"],
+                                   "dataset_digest": info["dataset_digest"]}
+    failed = server.post("/feedback", json={"request_id": refused.headers["x-request-id"], "rating": "down"})
+    assert failed.status_code == 422 and "failed (status 400)" in failed.json()["error"]
+    (stored,) = [r for r in read_feedback(str(store.root / "server-module" / "feedback")).to_pylist()
+                 if r["request_id"] == request_id]
+    assert stored["rating"] == 1.0 and stored["question"] == "How do I reverse a list? Write to [EMAIL]"
+    assert stored["comment"] == "ok, [EMAIL]" and stored["model_version"] == version
+
+
 def test_served_requests_write_nothing_to_the_tracking_store_and_traces_are_sampled_redacted(store, served) -> None:
     from mlflow.tracking import MlflowClient
 
@@ -266,15 +311,37 @@ def test_served_requests_write_nothing_to_the_tracking_store_and_traces_are_samp
         assert server.ask(f"How do I reverse a list? mail jo{i}@example.com").status_code == 200
     assert len(traces()) == before  # tracing is off by default: nothing per request in the tracking store
 
-    with ServerProcess(store.root / "server-traced", store.tracking_uri, f"models:/{MODEL}@dev",
-                       args=("--trace-sample-rate", "1.0"), name="traced") as traced:
+    # traced, with parts written only every 10 minutes: feedback right after an answer still resolves (the miss
+    # makes the server write what its log writer holds) and lands on the request's trace
+    traced = ServerProcess(store.root / "server-traced", store.tracking_uri, f"models:/{MODEL}@dev",
+                           args=("--trace-sample-rate", "1.0"), name="traced",
+                           settings={"LLMOPS_SERVING__PART_MAX_SECONDS": "600",
+                                     "LLMOPS_FEEDBACK__STORE_URI": str(store.root / "server-traced" / "feedback")})
+    with traced:
+        ids = []
         for i in range(3):
-            assert traced.ask(f"How do I reverse a list? mail jo{i}@example.com").status_code == 200
-    def served_traces() -> list:  # the smoke questions are traced too; these are the requests'
-        found = [json.dumps(t.to_dict()) for t in traces()]
-        return [t for t in found if "mail jo" in t or "mail [EMAIL]" in t]
+            response = traced.ask(f"How do I reverse a list? mail jo{i}@example.com")
+            assert response.status_code == 200
+            ids.append(response.headers["x-request-id"])
+        assert log_records(traced.log_dir) == []  # still in the writer
+        rated = traced.post("/feedback", json={"request_id": ids[0], "rating": "down", "user": "jo@example.com",
+                                               "corrected_answer": "Use reversed(xs), or xs[::-1] for a copy."})
+        assert rated.status_code == 201, rated.text
+        assert rated.json()["assessments"] == "logged" and rated.json()["user"].startswith("user:")
+        by_id = {r["request_id"]: r for r in log_records(traced.log_dir)}
+        assert set(ids) <= set(by_id)
+    trace_ids = [by_id[i]["trace_id"] for i in ids]
+    assert all(trace_ids) and len(set(trace_ids)) == 3
+
+    def served_traces() -> dict[str, str]:  # the smoke questions are traced too; these are the requests'
+        found = {t.info.trace_id: json.dumps(t.to_dict()) for t in traces()}
+        return {i: t for i, t in found.items() if "mail jo" in t or "mail [EMAIL]" in t}
 
     found = wait_for(lambda: len(served_traces()) >= 3 and served_traces(), 30, "the requests' traces")
     assert len(found) == 3
-    text = "".join(found)
+    text = "".join(found.values())
     assert "[EMAIL]" in text and "@example.com" not in text
+    assert set(trace_ids) == set(found)  # each record names its own request's trace
+    assessments = {a.name: a for a in client.get_trace(trace_ids[0]).info.assessments}
+    assert assessments["human_rating"].feedback.value == 0.0
+    assert assessments["expected_response"].expectation.value == "Use reversed(xs), or xs[::-1] for a copy."
