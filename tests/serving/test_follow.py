@@ -69,8 +69,8 @@ def guarded(world, release_steps):
     tampered = world.register(GUARD)
     MlflowClient().set_model_version_tag(GUARD, tampered, "llmops.instruction_hash", "0123456789abcdef")
     failing = world.register(GUARD, world.remote(release_steps))
-    good = world.register(GUARD)
-    return {"good": good, "load": broken, "consistency": tampered, "smoke": failing}
+    good, spare = world.register(GUARD), world.register(GUARD)
+    return {"good": good, "load": broken, "consistency": tampered, "smoke": failing, "spare": spare}
 
 
 def test_broken_versions_are_refused_and_the_good_one_keeps_serving(store, guarded) -> None:
@@ -125,16 +125,37 @@ def test_the_consistency_check_compares_the_bundle_the_chain_and_the_prompt_regi
 
 
 def test_a_server_started_on_a_refused_version_is_not_ready_until_the_alias_moves(store, guarded) -> None:
+    """Prompt consistency decides readiness: a bundle whose instruction hash is not the prompt's, then an untouched
+    version whose prompt version was changed in the Prompt Registry since it was built, keep the server not ready;
+    a version that passes makes it ready."""
+    import mlflow
+
+    from prompts.registry import INSTRUCTION_HASH_TAG
+
+    def not_ready(why: str):
+        return lambda: (lambda r: r if r.status_code == 503 and why in r.json()["reason"] else None)(
+            server.get("/ready"))
+
     move_alias(GUARD, "staging", guarded["consistency"], "a staging version with a tampered bundle")
     server = ServerProcess(store.root / "not-ready", store.tracking_uri, f"models:/{GUARD}@staging",
                            name="not-ready")
+    recorded = mlflow.genai.load_prompt("prompts:/serve-qa/1").tags[INSTRUCTION_HASH_TAG]
     with server.start(ready=False):
-        refused = wait_for(lambda: (lambda r: r if r.status_code == 503 and "instruction hash" in r.text else None)(
-            server.get("/ready")), 60, "the refusal at start")
+        refused = wait_for(not_ready("but its bundle records"), 60, "the refusal at start")
         assert refused.json()["status"] == "not ready"
         answer = server.ask("How do I reverse a list?")
         assert answer.status_code == 503 and answer.json()["message"] == "no model version is ready yet (see /ready)"
         assert server.metric("llmops_ready") == 0
+        mlflow.genai.set_prompt_version_tag("serve-qa", 1, INSTRUCTION_HASH_TAG, "feedfacefeedface")
+        try:
+            move_alias(GUARD, "staging", guarded["spare"], "a version whose prompt changed in the registry")
+            refused = wait_for(not_ready("now has instruction hash feedfacefeedface"), 60, "the prompt refusal")
+            assert f"built and trained with {recorded}" in refused.json()["reason"]
+            assert server.ask("How do I reverse a list?").status_code == 503
+        finally:
+            mlflow.genai.set_prompt_version_tag("serve-qa", 1, INSTRUCTION_HASH_TAG, recorded)
+        assert server.metric("llmops_versions_refused_total", version=guarded["spare"], stage="consistency") == 1
         move_alias(GUARD, "staging", guarded["good"], "a good version for staging")
         wait_for(lambda: server.get("/ready").status_code == 200, 60, "ready on the good version")
         assert server.ask("How do I reverse a list?").headers["x-model-version"] == guarded["good"]
+        assert server.metric("llmops_ready") == 1
