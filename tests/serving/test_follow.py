@@ -69,7 +69,8 @@ def guarded(world, release_steps):
     tampered = world.register(GUARD)
     MlflowClient().set_model_version_tag(GUARD, tampered, "llmops.instruction_hash", "0123456789abcdef")
     failing = world.register(GUARD, world.remote(release_steps))
-    good, spare = world.register(GUARD), world.register(GUARD)
+    spare = world.register(GUARD)
+    good = world.register(GUARD)  # registered last: `dev` points at it
     return {"good": good, "load": broken, "consistency": tampered, "smoke": failing, "spare": spare}
 
 
