@@ -90,10 +90,10 @@ def test_a_killed_run_resumes_without_redoing_a_chunk_on_the_version_it_started_
                                                                                     tmp_path) -> None:
     first, second = batch_versions
     source = tmp_path / "many.jsonl"
-    source.write_text("".join(json.dumps({"question": q}) + "\n" for q in questions(6000)))
+    source.write_text("".join(json.dumps({"question": q}) + "\n" for q in questions(2000)))
     output, log = tmp_path / "out" / "many-answers.jsonl", tmp_path / "log"
     parts = output.with_name(output.name + ".parts")
-    args = ["--input", str(source), "--output", str(output), "--chunk-rows", "100", "--log", str(log), "--json"]
+    args = ["--input", str(source), "--output", str(output), "--chunk-rows", "50", "--log", str(log), "--json"]
     process = subprocess.Popen([LLMOPS, "serve", "batch", "--model", f"models:/{MODEL}@dev", *args], env=env(store),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
@@ -103,7 +103,7 @@ def test_a_killed_run_resumes_without_redoing_a_chunk_on_the_version_it_started_
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(30)
     committed = sorted(p.name for p in parts.glob("chunk-*.jsonl"))
-    assert 3 <= len(committed) < 60 and not output.exists()
+    assert 3 <= len(committed) < 40 and not output.exists()
     logged_before = log_records(log)
 
     move_alias(MODEL, "dev", second, "the alias moves while the batch is interrupted")
@@ -120,9 +120,9 @@ def test_a_killed_run_resumes_without_redoing_a_chunk_on_the_version_it_started_
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["resumed_chunks"] == len(committed) and summary["model_version"] == first  # kept, not redone
     answers = [json.loads(line) for line in output.read_text().splitlines()]
-    assert [a["row"] for a in answers] == list(range(6000))
+    assert [a["row"] for a in answers] == list(range(2000))
     assert {a["model_version"] for a in answers} == {first}  # the version the run started with, pinned
     records = log_records(log)
     ids = [r["request_id"] for r in records]
-    assert len(ids) == len(set(ids)) == 6000  # no row logged twice, none missing
-    assert len(logged_before) >= len(committed) * 100
+    assert len(ids) == len(set(ids)) == 2000  # no row logged twice, none missing
+    assert len(logged_before) >= len(committed) * 50
