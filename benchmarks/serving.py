@@ -13,7 +13,9 @@ Servers (each on 127.0.0.1, one worker, started and stopped in turn):
 The load generator (aiohttp, in this process) keeps N connections busy for `--duration` seconds or
 `--max-requests` requests, whichever comes first, cycling four questions. Reported per level: requests/s, p50,
 p99, non-2xx, transport errors, records dropped (MLflow: requests minus traces stored; llmops: the
-inference log's dropped counter), and how much the tracking store grew.
+inference log's dropped counter), how much the tracking store grew, and the server's CPU time per request (user +
+system of its process tree over the level, psutil): on a shared machine req/s depends on the share of the cores
+the server gets, CPU per request much less.
 
 Then: an alias move under `--swap-connections` load (seconds from the move to the first answer of the new version,
 failed requests), and one `llmops serve predict` answer in a fresh process, beside the floor (a process that only
@@ -236,6 +238,21 @@ def db_mb(uri: str) -> float:
     return sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 1e6 if path.exists() else 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (uvicorn workers, MLflow's scoring subprocess)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def bench_server(server: Server, uri: str, levels: list[int], duration: float, max_requests: int,
                  warmup_s: float) -> list[dict]:
     server.start()
@@ -247,9 +264,12 @@ def bench_server(server: Server, uri: str, levels: list[int], duration: float, m
             before_db, before_traces = db_mb(uri), count_traces(uri) if traced else 0
             before_dropped = log_dropped(server) if server.label.startswith("llmops") else 0.0
             print(f"  {server.label}: {connections} connection(s) for {duration:.0f} s ({load()})", flush=True)
+            cpu_before = cpu_seconds(server.process.pid)
             level = drive(server.url + "/invocations", connections, duration, max_requests)
             if traced:
-                time.sleep(3)  # MLflow writes traces asynchronously
+                time.sleep(3)  # MLflow writes traces asynchronously (their CPU counts too)
+            cpu_ms = 1000 * (cpu_seconds(server.process.pid) - cpu_before) / max(1, level.requests)
+            if traced:
                 dropped = max(0, level.requests - (count_traces(uri) - before_traces))
             elif server.label.startswith("llmops"):
                 dropped = int(log_dropped(server) - before_dropped)
@@ -258,7 +278,7 @@ def bench_server(server: Server, uri: str, levels: list[int], duration: float, m
             rows.append({"server": server.label, "connections": connections, "requests": level.requests,
                          "rps": level.requests / level.seconds, "p50": level.pct(0.50), "p99": level.pct(0.99),
                          "non_2xx": level.non_2xx, "errors": level.errors, "dropped": dropped,
-                         "db_growth_mb": db_mb(uri) - before_db, "load": os.getloadavg()[0]})
+                         "db_growth_mb": db_mb(uri) - before_db, "cpu_ms": cpu_ms, "load": os.getloadavg()[0]})
     finally:
         server.stop()
     return rows
@@ -356,12 +376,12 @@ def bench_predict(uri: str, model: str, runs: int, before: Path | None = None) -
 # -- report ---------------------------------------------------------------------------------------------------------
 def table(rows: list[dict]) -> str:
     lines = ["| server | conns | requests | req/s | p50 ms | p99 ms | p99/p50 | non-2xx | errors | dropped | "
-             "store growth MB | load |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "store growth MB | server CPU ms/req | load |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         dropped = "-" if r["dropped"] is None else str(r["dropped"])
         lines.append(f"| {r['server']} | {r['connections']} | {r['requests']} | {r['rps']:.0f} | {r['p50']:.1f} | "
                      f"{r['p99']:.1f} | {r['p99'] / r['p50']:.1f} | {r['non_2xx']} | {r['errors']} | {dropped} | "
-                     f"{r['db_growth_mb']:.1f} | {r['load']:.1f} |")
+                     f"{r['db_growth_mb']:.1f} | {r['cpu_ms']:.2f} | {r['load']:.1f} |")
     return "\n".join(lines)
 
 
