@@ -25,8 +25,8 @@ from feedback.ratings import parse_rating
 from feedback.resolve import InferenceLog
 from llmops.errors import InputError, LlmopsError, NotFoundError
 from llmops.pii import redact_text
-from llmops.secrets import mask_url
 from llmops.records import FEEDBACK_SCHEMA_VERSION, write_feedback_records
+from llmops.secrets import mask_url
 from llmops.settings import FeedbackSettings, Settings, inference_log_uri
 
 log = logging.getLogger(__name__)
