@@ -189,11 +189,14 @@ class AliasFollower:
                   f"{self.cfg.rollback_max_error_rate:.2f}, p99 {self.cfg.rollback_max_p99_ms:.0f} ms)")
         slot.refused[bad.version] = {"version": bad.version, "stage": "rolled back", "reason": reason,
                                      "at": _now_iso()}
-        outcome, detail = self._move_alias_back(slot, good.version, reason)
+        # reported at once (registry "moving"): /version never shows the swap back without its reason
         record = {"from_version": bad.version, "to_version": good.version, "reason": reason,
-                  "numbers": verdict.numbers(), "registry": outcome, "detail": detail, "at": _now_iso()}
+                  "numbers": verdict.numbers(), "registry": "moving", "detail": "moving the alias back",
+                  "at": _now_iso()}
         slot.rollbacks.append(record)
         slot.refusals.append(slot.refused[bad.version])
+        outcome, detail = self._move_alias_back(slot, good.version, reason)
+        record.update(registry=outcome, detail=detail)
         self.state.metrics.rollbacks.labels(bad.version, good.version, outcome).inc()
         log.error("%s: rolled back v%s -> v%s: %s; registry: %s (%s)", slot.ref.uri, bad.version, good.version,
                   verdict.reason, outcome, detail)

@@ -55,6 +55,15 @@ def watched(world, release_steps):
     server.stop()
 
 
+def rolled_back(server: ServerProcess, to_version: str):
+    """The condition: serving `to_version` again and the rollback's registry outcome known (not "moving")."""
+    def done():
+        info = server.version()
+        rollbacks = info["champion"]["rollbacks"]
+        return info["model_version"] == to_version and rollbacks and rollbacks[-1]["registry"] != "moving"
+    return done
+
+
 def misbehave(store, reply: Reply) -> None:
     """The stub answers the smoke questions well, then every request with `reply`."""
     store.stub.queue(*[Reply(text="Slice it: xs[::-1]") for _ in range(SMOKE)])
@@ -66,7 +75,7 @@ def test_an_erroring_version_is_rolled_back_with_a_ledger_row(store, watched) ->
     misbehave(store, Reply(status=500, body='{"error": {"message": "CUDA out of memory"}}'))
     bad = store.register(WATCHED, remote)  # registration points dev at it: the server follows
     wait_for(lambda: server.version()["model_version"] == bad, 60, "the swap to the new version")
-    seen = traffic_until(server, lambda: server.version()["model_version"] == good)
+    seen = traffic_until(server, rolled_back(server, good))
 
     failed = [s for s, v in seen if v == bad]
     assert len(failed) >= 10 and set(failed) == {503}  # the bad version's provider failed, the server did not
@@ -92,7 +101,7 @@ def test_a_slow_version_is_rolled_back_on_its_p99(store, watched) -> None:
     misbehave(store, Reply(text="Slice it, slowly.", delay_s=1.5))
     slow = store.register(WATCHED, remote)
     wait_for(lambda: server.version()["model_version"] == slow, 60, "the swap to the slow version")
-    seen = traffic_until(server, lambda: server.version()["model_version"] == good, threads=6)
+    seen = traffic_until(server, rolled_back(server, good), threads=6)
     assert {status for status, _ in seen} == {200}  # slow, not failing: every request was answered
     move = ledger_moves(WATCHED, "dev")[-1]
     assert (move.action, move.from_version, move.to_version) == ("rollback", slow, good)
@@ -113,7 +122,7 @@ def test_when_the_registry_refuses_the_move_the_rollback_is_local_and_reported(s
         bad = store.register(LOCAL, remote)
         move_alias(LOCAL, "canary", bad, "try the remote version on the canary alias")
         wait_for(lambda: server.version()["model_version"] == bad, 60, "the swap")
-        traffic_until(server, lambda: server.version()["model_version"] == good)
+        traffic_until(server, rolled_back(server, good))
         rollback = server.version()["champion"]["rollbacks"][-1]
         assert rollback["registry"] == "refused" and "outside the promotion policy" in rollback["detail"]
         assert rollback["detail"].endswith("swapped back locally only")
