@@ -60,7 +60,21 @@ class ServerProcess:
         self.env = env
         self.process: subprocess.Popen | None = None
 
-    def start(self, ready: bool = True, timeout_s: float = 180) -> ServerProcess:
+    def start(self, ready: bool = True, timeout_s: float = 180, attempts: int = 3) -> ServerProcess:
+        """Start and wait for /ready (or /health). A free port can be taken by another test process between the
+        probe and the bind (tests run in parallel): then the server exits saying so and gets another port."""
+        for attempt in range(attempts):
+            try:
+                return self._start(ready, timeout_s)
+            except AssertionError:
+                if "address already in use" not in self.text() or attempt == attempts - 1:
+                    raise
+                self.port = free_port()
+                self.url = f"http://127.0.0.1:{self.port}"
+                self.command[self.command.index("--port") + 1] = str(self.port)
+        raise AssertionError("unreachable")
+
+    def _start(self, ready: bool, timeout_s: float) -> ServerProcess:
         handle = self.output.open("w")
         self.process = subprocess.Popen(self.command, env=self.env, cwd=self.workdir, stdout=handle,
                                         stderr=subprocess.STDOUT, start_new_session=True)
@@ -71,7 +85,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited {self.process.returncode}: {self.text()[-3000:]}")
             try:
-                return httpx.get(self.url + path, timeout=2).status_code == 200
+                return httpx.get(self.url + path, timeout=2).status_code == 200 and self._answered_by_us()
             except httpx.TransportError:
                 return False
 
@@ -81,6 +95,15 @@ class ServerProcess:
             self.stop()
             raise AssertionError(f"{exc}\n{self.text()[-3000:]}") from None
         return self
+
+    def _answered_by_us(self) -> bool:
+        """The port answers from this process (or one of its workers), not another test's server that took it."""
+        import psutil
+
+        replica = httpx.get(self.url + "/version", timeout=5).json().get("replica", "")
+        pid = int(replica.rsplit(":", 1)[-1]) if replica.rsplit(":", 1)[-1].isdigit() else -1
+        ours = {self.process.pid, *(p.pid for p in psutil.Process(self.process.pid).children(recursive=True))}
+        return pid in ours
 
     def text(self) -> str:
         return self.output.read_text(encoding="utf-8", errors="replace") if self.output.exists() else ""
