@@ -6,6 +6,7 @@ Vertex scores safety and cites sources itself; both are mapped to the provider-n
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from backends.base import (
@@ -47,10 +48,19 @@ class VertexGeminiProvider(ProviderBackend):
         self.system = system
         self.api_endpoint = api_endpoint  # a regional / Private Service Connect endpoint; None: Google's default
         self._client = client
+        self._client_lock = threading.Lock()
 
     @property
     def client(self) -> Any:
-        """Built on first use, so constructing the provider (e.g. at model load) needs no credentials."""
+        """Built on first use, so constructing the provider (e.g. at model load) needs no credentials. Once, under
+        a lock: two threads building one each would drop one, and google-genai closes a dropped client's HTTP pool
+        while its thread is still sending ("Cannot send a request, as the client has been closed")."""
+        if self._client is not None:
+            return self._client
+        with self._client_lock:
+            return self._build_client()
+
+    def _build_client(self) -> Any:
         if self._client is None:
             try:
                 from google import genai

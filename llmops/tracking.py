@@ -11,6 +11,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from llmops.errors import ConfigError, NotFoundError
+from llmops.registry_client import registry_client  # noqa: F401 - re-exported for the steps
 from llmops.settings import Settings
 
 
@@ -112,18 +113,6 @@ def configure_mlflow(settings: Settings) -> str:
                           f"{str(exc.message).splitlines()[0]}") from exc
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
-
-
-def registry_client():
-    """A client of the model registry alone. `MlflowClient()` also opens the tracking store, which resolving an
-    alias or reading a version does not need: on SQLite that is ~1 s of ORM set-up in a fresh process (measured
-    in docs/serving.md). Falls back to `MlflowClient` if MLflow moves the class."""
-    try:
-        from mlflow.tracking._model_registry.client import ModelRegistryClient
-
-        return ModelRegistryClient(mlflow.get_registry_uri(), mlflow.get_tracking_uri())
-    except (ImportError, AttributeError, TypeError):  # pragma: no cover - a future MLflow layout
-        return MlflowClient()
 
 
 def get_run(run_id: str):

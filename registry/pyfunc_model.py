@@ -76,7 +76,7 @@ def _own_version(name: str | None, artifact_dir: Path) -> str | None:
     try:
         from mlflow.models import Model
 
-        from llmops.tracking import registry_client
+        from llmops.registry_client import registry_client
 
         model_dir = artifact_dir.parent.parent
         model_id = Model.load(str(model_dir / "MLmodel")).model_id

@@ -61,7 +61,7 @@ def _env(workdir: Path, **extra: str) -> dict[str, str]:
     env.update(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
                LLMOPS_DATA__OUTPUT_DIR=str(workdir / "datasets"),
                LLMOPS_FEEDBACK__STORE_URI=str(workdir / "feedback"),
-               MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", **extra)
+               MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false", MLFLOW_MODEL_CATALOG_URI="", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", **extra)
     return env
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import REPO, cli, project_copy  # noqa: E402
+from pipeline_helpers import REPO, cli, project_copy  # noqa: E402
 
 IMAGE = "us-docker.pkg.dev/demo/llmops/llmops:abc123"
 SERVER = "https://mlflow.example.internal"

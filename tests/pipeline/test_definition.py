@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import REPO, project_copy  # noqa: E402
+from pipeline_helpers import REPO, project_copy  # noqa: E402
 
 
 def _mlflow_entry_points():

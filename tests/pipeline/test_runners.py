@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 def _env(workdir: Path, fresh_shell: bool = False, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "MLFLOW_", "VIRTUAL_ENV"))}
     env.update(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}", LLMOPS_DATA__OUTPUT_DIR=str(workdir / "data"),
-               MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false", **extra)
+               MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false", MLFLOW_MODEL_CATALOG_URI="", **extra)
     env["PATH"] = "/usr/bin:/bin" if fresh_shell else f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 

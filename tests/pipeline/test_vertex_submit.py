@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from helpers import cli  # noqa: E402
+from pipeline_helpers import cli  # noqa: E402
 from vertex_pipelines_fake import BUCKET, PROJECT, PROJECT_NUMBER, REGION, FakeVertexPipelines  # noqa: E402
 
 BIN = Path(sys.executable).parent

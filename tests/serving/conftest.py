@@ -13,7 +13,7 @@ from typing import Any
 import mlflow
 import pytest
 
-from backends.stub_server import Reply, StubChatServer
+from tests.support.stub_server import Reply, StubChatServer
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "prompts" / "templates"
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # serving_helpers.py

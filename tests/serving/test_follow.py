@@ -10,7 +10,7 @@ import time
 import pytest
 from serving_helpers import Hammer, ServerProcess, break_artifacts, log_records, move_alias, wait_for
 
-from backends.stub_server import Reply
+from tests.support.stub_server import Reply
 
 FOLLOW, GUARD = "follow-qa", "guarded-qa"
 

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from serving_helpers import ServerProcess, ledger_moves, log_records, move_alias, wait_for
 
-from backends.stub_server import Reply
+from tests.support.stub_server import Reply
 
 WATCHED, LOCAL = "watched-qa", "local-only-qa"
 SMOKE = 3  # the policy's smoke questions: the misbehaving version answers exactly these well
