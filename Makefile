@@ -32,17 +32,17 @@ demo: setup  ## run the whole loop on the embedded defaults, then answer a quest
 	$(BIN)/llmops serve predict --model models:/so-qa-assistant@staging --question "$(QUESTION)"
 	@echo "--- open the MLflow UI: $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000"
 
-test: setup-all  ## run the test suite (the 15 slowest tests listed at the end)
-	$(BIN)/python -m pytest -q --durations=15
+test: setup-all  ## run the test suite, files spread over 3 processes (the 15 slowest tests listed at the end)
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --durations=15
 
 test-fast: setup-all  ## the test suite without the end-to-end loops (marker e2e)
-	$(BIN)/python -m pytest -q -m "not e2e" --durations=15
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile -m "not e2e" --durations=15
 
 $(BIN)/ruff: $(BIN)/python
 	$(BIN)/pip install -q -c requirements.lock -e ".[dev]"
 
 lint: $(BIN)/ruff  ## static checks
-	$(BIN)/ruff check --select F,E9,B,I --ignore I001 llmops projects prompts backends evaluation registry serving monitoring feedback tests benchmarks
+	$(BIN)/ruff check --select F,E9,B,I --ignore I001 llmops projects prompts backends evaluation registry serving monitoring feedback tests benchmarks tools
 
 team: setup-all  ## the team tracking server: PostgreSQL + `mlflow server --app-name llmops-auth` (Ctrl-C stops)
 	$(BIN)/llmops server start --team --data-dir $(CURDIR)/.llmops-team --port $(or $(PORT),5000)

@@ -116,13 +116,24 @@ def format_table(comparison: Comparison) -> str:
     return "\n".join(lines)
 
 
+def comparison_name(comparisons: list[Comparison]) -> str:
+    """`compare so-qa@v1 retrieval-tfidf vs so-qa@v2 retrieval-tfidf`: the compared runs' own names."""
+    def label(run_id: str) -> str:
+        return (get_run(run_id).info.run_name or run_id[:8]).removeprefix("eval ")
+
+    return f"compare {label(comparisons[0].run_a)} vs {', '.join(label(c.run_b) for c in comparisons)}"
+
+
 def log_comparison(comparisons: list[Comparison]) -> str:
     """One `compare` run holding comparison.json (and the table); returns its run id."""
     import mlflow
 
-    with mlflow.start_run(run_name="compare") as run:
+    from llmops.tracking import link_dataset_inputs
+
+    with mlflow.start_run(run_name=comparison_name(comparisons)) as run:
         mlflow.set_tags({"llmops.step": "compare", "llmops.baseline_run": comparisons[0].run_a,
                          "llmops.compared_runs": ",".join(c.run_b for c in comparisons)})
+        link_dataset_inputs([comparisons[0].run_a, *(c.run_b for c in comparisons)])
         mlflow.log_dict({"comparisons": [c.to_dict() for c in comparisons]}, COMPARISON_ARTIFACT)
         mlflow.log_text("\n\n".join(format_table(c) for c in comparisons), "comparison.txt")
     return run.info.run_id

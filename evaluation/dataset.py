@@ -78,3 +78,31 @@ def load_eval_dataset(uri: str, limit: int | None = None) -> EvalDataset:
     if limit is not None:
         rows, raw = rows[:limit], raw[:limit]
     return EvalDataset(uri, rows, raw, identity)
+
+
+def managed_dataset(dataset: EvalDataset, experiment_id: str, warn: Any = None) -> Any:
+    """The rows as an MLflow evaluation dataset (the UI's Datasets page; evaluation runs link to it), found by
+    name or created once per eval digest. None when the rows cannot be one (questions that repeat: MLflow merges
+    records by their inputs) or the store has no evaluation datasets; the evaluation then runs on the plain
+    records."""
+    from mlflow.exceptions import MlflowException
+
+    if len({row.question for row in dataset.rows}) != len(dataset.rows):
+        return None
+    import mlflow.genai.datasets as datasets
+
+    name = f"so-qa-eval@{dataset.digest}"
+    try:
+        found = datasets.search_datasets(experiment_ids=[experiment_id], filter_string=f"name = '{name}'",
+                                         max_results=1)
+        if found:
+            return found[0]
+        created = datasets.create_dataset(name=name, experiment_id=experiment_id, tags={
+            "llmops.eval_digest": dataset.digest, "llmops.eval_uri": dataset.uri,
+            **dataset.identity.as_tags()})
+        created.merge_records([row.record() for row in dataset.rows])
+        return created
+    except (MlflowException, NotImplementedError) as exc:
+        if warn is not None:
+            warn(f"eval rows not registered as an MLflow evaluation dataset: {getattr(exc, 'message', exc)}")
+        return None

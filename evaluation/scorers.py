@@ -189,9 +189,13 @@ class AnswerLength(_Deterministic):
 
 
 class Latency(_Deterministic):
-    """Wall time of the prediction in milliseconds, from the row's trace (root span)."""
+    """Wall time of the prediction in milliseconds, from the row's trace (root span), or measured around the
+    prediction when the row is scored inside its still-open trace (`evaluation.rowscore`)."""
 
     name: str = "latency_ms"
+
+    def of_duration(self, latency_ms: float) -> Feedback:
+        return Feedback(value=latency_ms, rationale=f"prediction wall time: {latency_ms:.3f} ms")
 
     def __call__(self, *, outputs: Any, trace: Any = None) -> Feedback | None:
         root = trace.data._get_root_span() if trace is not None and trace.data is not None else None
@@ -283,13 +287,28 @@ RUN_METRICS: dict[str, MetricInfo] = {
     "n_rows": MetricInfo(None, False),
     "n_train": MetricInfo(None, False),
     "judge_errors": MetricInfo("lower", False),
+    "predict_errors": MetricInfo("lower", False),
+    "predict_refused": MetricInfo("lower", False),
 }
 
 _SUFFIXES = ("mean", "ci_low", "ci_high", "n")
 
+# The few numbers a reviewer compares first, logged first and again under `Headline/` (the same values under their
+# usual names stay, for gates and scripts). The MLflow UI plots an experiment's first logged metric by default and
+# sorts its compare table by name in code-point order, where the capital comes before every other metric name.
+HEADLINE_PREFIX = "Headline/"
+HEADLINE = ("answered_token_f1", "coverage", "utility", "vs/random_answer/answered_token_f1/ci_low", "token_f1/mean")
+
+
+def headline_metrics(metrics: dict[str, float], judge_names: list[str] | tuple[str, ...] = ()) -> dict[str, float]:
+    """`Headline/<name>` for the headline set (and each judge's mean) that the run has, in display order."""
+    names = [*HEADLINE, *(f"{judge}/mean" for judge in judge_names)]
+    return {HEADLINE_PREFIX + name: metrics[name] for name in names if name in metrics}
+
 
 def metric_info(name: str) -> MetricInfo | None:
     """Info for a logged metric name (`token_f1/mean`, `coverage`, ...); None when we never log it."""
+    name = name.removeprefix(HEADLINE_PREFIX)
     if name in RUN_METRICS:
         return RUN_METRICS[name]
     base, _, suffix = name.partition("/")
@@ -299,7 +318,9 @@ def metric_info(name: str) -> MetricInfo | None:
 
 
 def known_metric_names() -> list[str]:
-    return sorted([*RUN_METRICS, *(f"{m}/{s}" for m in METRICS for s in _SUFFIXES)])
+    names = [*RUN_METRICS, *(f"{m}/{s}" for m in METRICS for s in _SUFFIXES)]
+    judges = ("correctness/mean", "relevance/mean", "groundedness/mean")
+    return sorted([*names, *(HEADLINE_PREFIX + n for n in names if n in HEADLINE or n in judges)])
 
 
 def build_scorers(*, references: list[str], known_sources: set[str] | None = None, similarity: str = "tfidf",

@@ -15,14 +15,26 @@ from llmops.settings import Settings
 app = typer.Typer(no_args_is_help=True)
 
 LogUri = setting_option("feedback.log_uri", "Inference log the request ids resolve through (folder or fsspec URL; "
-                        "default: monitoring.log_uri).", "--log")
+                        "default: monitoring.log_uri, else serving.log_uri: where the server writes).", "--log")
 StoreUri = setting_option("feedback.store_uri", "Feedback store (folder or fsspec URL).", "--store")
-AsJson = typer.Option(False, "--json", help="Print the result as JSON.")
+AsJson = typer.Option(False, "--json", help="Print the result as JSON (stdout holds nothing else).")
 
 
 def _settings(tracking_uri: str | None, log: str | None = None, store: str | None = None) -> Settings:
-    settings = settings_for(**{"mlflow.tracking_uri": tracking_uri, "feedback.log_uri": log,
-                               "feedback.store_uri": store})
+    """Settings for taking feedback. Assessments attach to traces already in the tracking store: a local store that
+    does not exist (a mistyped path) holds none, so it is not created; the feedback itself is still stored."""
+    import os
+
+    from llmops.cli_support import local_store_path
+
+    flags = {"mlflow.tracking_uri": tracking_uri, "feedback.log_uri": log, "feedback.store_uri": store}
+    settings = settings_for(**flags)
+    path = local_store_path(settings.mlflow.tracking_uri)
+    if (settings.feedback.log_assessments and path is not None and not path.exists()
+            and not os.environ.get("MLFLOW_RUN_ID")):
+        warn(f"MLflow tracking store {settings.mlflow.tracking_uri} does not exist: the feedback is stored, but no "
+             "assessments are logged (check --tracking-uri / MLFLOW_TRACKING_URI / mlflow.tracking_uri)")
+        settings = settings_for(**flags, **{"feedback.log_assessments": False})
     return settings
 
 
@@ -145,8 +157,10 @@ def review_command(
     cfg = settings.feedback
     drift = None
     if blank_to_none(monitor_run):
+        from llmops.cli_support import check_store
         from monitoring.examples import drift_examples_from_run
 
+        check_store(settings, "read")  # the monitor run lives there: a mistyped store is refused, not created
         _point_mlflow(settings)
         drift = drift_examples_from_run(monitor_run)
     log_rows = read_inference_log(resolve_log_uri(settings)).to_pylist()
@@ -172,6 +186,7 @@ def report_command(
 ) -> None:
     """Feedback metrics per model version (rating mean with CI, share corrected, agreement with automatic scores),
     logged to MLflow so versions can be compared by human feedback."""
+    from feedback.capture import resolve_log_uri
     from feedback.report import log_reports, version_reports
     from llmops.cli_support import start
     from llmops.errors import DataError
@@ -183,8 +198,7 @@ def report_command(
     rows = read_feedback(cfg.store_uri).to_pylist()
     if not rows:
         raise DataError(f"feedback store {cfg.store_uri} holds no records")
-    log_uri = cfg.log_uri or settings.monitoring.log_uri
-    log_rows = read_inference_log(log_uri).to_pylist() if log_uri else None
+    log_rows = read_inference_log(resolve_log_uri(settings)).to_pylist() or None  # None: no log to count requests
     ev = settings.evaluation
     reports = version_reports(rows, log_rows, low_rating_max=cfg.low_rating_max, good_rating_min=cfg.good_rating_min,
                               samples=ev.bootstrap_samples, confidence=ev.confidence, seed=ev.seed,

@@ -111,6 +111,10 @@ def _register_groups() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
+    # llmops draws its own progress (rich, on a terminal only): libraries' tqdm bars (MLflow's evaluation harness)
+    # would draw a second one, and fill logs with carriage returns. tqdm reads this once, when it is imported;
+    # TQDM_DISABLE= (empty) brings them back.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     _register_groups()
     try:
         result = app(args=argv, standalone_mode=False, prog_name="llmops")

@@ -79,16 +79,21 @@ class SettingDefault(str):
         return obj
 
     def resolve(self) -> str:
+        """`data.limit = 1000000`; for a flag that sets one of several keys (by backend): each, comma-separated."""
         from llmops.secrets import mask_secrets
 
         try:
-            value: Any = load_settings()
-            for part in self.key.split("."):
-                value = getattr(value, part)
+            settings = load_settings()
         except Exception:  # a broken config file must not break --help; the command itself names the problem
             return f"from {self.key}"
-        shown = mask_secrets(value.model_dump() if hasattr(value, "model_dump") else value, self.key.split(".")[-1])
-        return f"{self.key} = {'none' if shown is None else shown}"
+        shown_all = []
+        for key in (k.strip() for k in self.key.split(",")):
+            value: Any = settings
+            for part in key.split("."):
+                value = getattr(value, part)
+            shown = mask_secrets(value.model_dump() if hasattr(value, "model_dump") else value, key.split(".")[-1])
+            shown_all.append(f"{key} = {'none' if shown is None else shown}")
+        return ", ".join(shown_all)
 
     def __str__(self) -> str:
         return self.resolve()
@@ -98,7 +103,8 @@ class SettingDefault(str):
 
 
 def setting_option(key: str, help: str, *param_decls: str, **kwargs: Any) -> Any:
-    """A flag that overrides setting `key`; left unset (None) it takes the setting, shown in --help."""
+    """A flag that overrides setting `key` (or one of `a.b, c.d`, e.g. per backend); left unset (None) it takes
+    the setting, shown in --help."""
     return typer.Option(None, *param_decls, help=help, show_default=SettingDefault(key), **kwargs)
 
 
@@ -108,6 +114,11 @@ Quiet = typer.Option(False, "--quiet", "-q", help="No progress display (it is of
 
 def echo(message: str) -> None:
     typer.echo(message)
+
+
+def echo_err(message: str) -> None:
+    """A progress or log line on stderr (with --json, stdout holds only the result)."""
+    typer.echo(message, err=True)
 
 
 def warn(message: str) -> None:
@@ -146,6 +157,12 @@ class RowProgress:
     def advance(self, rows: int) -> None:
         if self._progress is not None:
             self._progress.advance(self._task, rows)
+
+    def set(self, completed: float | None = None, description: str | None = None) -> None:
+        """Absolute progress (e.g. epochs a remote job reports) and/or a new description (its state)."""
+        if self._progress is not None:
+            self._progress.update(self._task, **({"completed": completed} if completed is not None else {}),
+                                  **({"description": description} if description else {}))
 
     def stop(self) -> None:
         if self._progress is not None:

@@ -10,10 +10,31 @@ from pathlib import Path
 
 import typer
 
-from llmops.cli_support import TrackingUri, blank_to_none, echo, settings_for, start
+from llmops.cli_support import (
+    TrackingUri,
+    blank_to_none,
+    check_store,
+    echo,
+    setting_option,
+    settings_for,
+    start,
+    warn,
+)
 from llmops.errors import ConfigError
+from llmops.settings import inference_log_uri
 
 app = typer.Typer(no_args_is_help=True)
+Rules = setting_option("monitoring.rules_file", "Alarm rule YAML.", "--rules")
+Json = typer.Option(False, "--json", help="Print the result as JSON (stdout holds nothing else).")
+
+
+def _missing_store(settings) -> bool:
+    import os
+
+    from llmops.cli_support import local_store_path
+
+    path = local_store_path(settings.mlflow.tracking_uri)
+    return path is not None and not path.exists() and not os.environ.get("MLFLOW_RUN_ID")
 
 
 def _time(value: str | None, flag: str) -> datetime | None:
@@ -28,19 +49,22 @@ def _time(value: str | None, flag: str) -> datetime | None:
 
 @app.command("run")
 def run_command(
-    log: str = typer.Option(None, "--log", help="Inference log: folder or fsspec URL (default: monitoring.log_uri)."),
+    log: str = typer.Option(None, "--log", help="Inference log: folder or fsspec URL (default: monitoring.log_uri, "
+                            "else serving.log_uri, where the server writes it)."),
     model: str = typer.Option(None, help="Monitor this version only: models:/NAME@alias or models:/NAME/3 "
                               "(default: every version in the log, each on its own)."),
-    window: str = typer.Option(None, help="Window: a duration (1h, 30m, 1d) or records per window (500)."),
-    skew_reference: str = typer.Option(None, help="eval (the split the version was gated on), train, none, or a "
-                                       "JSONL/Parquet file of questions."),
-    drift_reference: str = typer.Option(None, help="previous (window), first (window), train, none, or a file."),
-    rules: Path = typer.Option(None, "--rules", help="Alarm rule YAML (default: monitoring/rules.yaml)."),  # noqa: B008
+    window: str = setting_option("monitoring.window", "Window: a duration (1h, 30m, 1d) or records per window "
+                                 "(500)."),
+    skew_reference: str = setting_option("monitoring.skew_reference", "eval (the split the version was gated on), "
+                                         "train, none, or a JSONL/Parquet file of questions."),
+    drift_reference: str = setting_option("monitoring.drift_reference", "previous (window), first (window), train, "
+                                          "none, or a file."),
+    rules: Path = Rules,
     since: str = typer.Option(None, help="Only records at or after this ISO time (UTC unless given)."),
     until: str = typer.Option(None, help="Only records before this ISO time."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Report only: log no MLflow run, run no trigger (shows "
                                  "what it would run)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: bool = Json,
     tracking_uri: str = TrackingUri,
 ) -> None:
     """Skew vs the eval split and drift between windows, operational metrics per window and version."""
@@ -56,17 +80,22 @@ def run_command(
              "monitoring.drift_reference": blank_to_none(drift_reference)}
     settings = settings_for(**flags)
     cfg = settings.monitoring
-    if not cfg.log_uri:
-        raise ConfigError("no inference log: pass --log or set monitoring.log_uri")
+    log_uri = inference_log_uri(settings, "monitoring")  # one location: where the server writes it
     spec = parse_window(cfg.window)  # every flag and the rule file are checked before MLflow is touched
     rule = load_rules(cfg.rules_file)
     since_at, until_at = _time(since, "--since"), _time(until, "--until")
     import mlflow
 
+    if model:
+        check_store(settings, "read")  # the version must be registered there: a mistyped store is refused
+    elif {cfg.skew_reference, cfg.drift_reference} & {"eval", "train"} and _missing_store(settings):
+        # unregistered versions are monitored without skew (each with a note); with no store at all, say why
+        warn(f"MLflow tracking store {settings.mlflow.tracking_uri} does not exist: no version is in a registry, so "
+             f"none has an {cfg.skew_reference}/{cfg.drift_reference} reference (check --tracking-uri)")
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)  # references come from the registry; nothing is made yet
     if settings.mlflow.registry_uri:
         mlflow.set_registry_uri(settings.mlflow.registry_uri)
-    result = monitor(cfg.log_uri, spec, rule, model_uri=blank_to_none(model), skew=cfg.skew_reference,
+    result = monitor(log_uri, spec, rule, model_uri=blank_to_none(model), skew=cfg.skew_reference,
                      drift=cfg.drift_reference, since=since_at, until=until_at)
     from monitoring.tracking import log_version
 
@@ -116,7 +145,7 @@ def compare_command(
     current: Path = typer.Option(..., help="Current questions, same formats."),  # noqa: B008
     basis: Path = typer.Option(None, help="Fit the vocabulary and embedding on these questions (e.g. the "  # noqa: B008
                                "training inputs; default: both sets together)."),
-    rules: Path = typer.Option(None, "--rules", help="Alarm rule YAML (default: monitoring/rules.yaml)."),  # noqa: B008
+    rules: Path = Rules,
     as_json: bool = typer.Option(False, "--json", help="Print {drift, n_reference, n_current, features: [...]}."),
 ) -> None:
     """Compare two question sets with the monitor's features and rule (e.g. an eval set vs new traffic)."""
@@ -148,8 +177,9 @@ def compare_command(
 def trigger_command(
     feedback_count: int = typer.Option(..., min=0, help="Negative feedback records since the last retuning."),
     model: str = typer.Option(..., help="The version the feedback is about: models:/NAME@alias or models:/NAME/3."),
-    rules: Path = typer.Option(None, "--rules", help="Alarm rule YAML (default: monitoring/rules.yaml)."),  # noqa: B008
+    rules: Path = Rules,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would run; run nothing."),
+    as_json: bool = Json,
     tracking_uri: str = TrackingUri,
 ) -> None:
     """Run the retuning trigger when a feedback count reaches the rule's `trigger.min_feedback`."""
@@ -159,26 +189,38 @@ def trigger_command(
 
     flags = {"mlflow.tracking_uri": tracking_uri, "monitoring.rules_file": str(rules) if rules else None}
     rule = load_rules(settings_for(**flags).monitoring.rules_file)
-    settings = start(**flags)
+    settings = start("read", **flags)  # the version must be registered: a mistyped store is refused
     version = resolve_model(model)
     reason = feedback_reason(version.name, version.version, feedback_count, rule)
     if reason is None:
         threshold = rule.trigger.min_feedback
+        if as_json:
+            echo(json.dumps({"triggered": False, "feedback_count": feedback_count, "min_feedback": threshold}))
+            return
         echo(f"no trigger: {feedback_count} feedback record(s), the rule triggers from "
              f"{threshold if threshold is not None else 'never (trigger.min_feedback is not set)'}")
         return
-    echo(fire(reason, rule, Path(settings.monitoring.trigger_dir), dry_run=dry_run).line())
+    outcome = fire(reason, rule, Path(settings.monitoring.trigger_dir), dry_run=dry_run)
+    if as_json:
+        echo(json.dumps({"triggered": True, "feedback_count": feedback_count, **outcome.to_dict()}, indent=2,
+                        default=str))
+        return
+    echo(outcome.line())
 
 
 @app.command("rules")
 def rules_command(
-    rules: Path = typer.Option(None, "--rules", help="Alarm rule YAML (default: monitoring/rules.yaml)."),  # noqa: B008
+    rules: Path = Rules,
+    as_json: bool = typer.Option(False, "--json", help="Print the rule as JSON."),
 ) -> None:
     """Check a rule file and print what it says (nothing is computed or run)."""
     from monitoring.rules import load_rules
 
     settings = settings_for(**{"monitoring.rules_file": str(rules) if rules else None})
     rule = load_rules(settings.monitoring.rules_file)
+    if as_json:
+        echo(json.dumps({"rules_file": settings.monitoring.rules_file, **rule.model_dump(mode="json")}, indent=2))
+        return
     echo(f"rule file {settings.monitoring.rules_file}: mode {rule.mode}, alpha {rule.alpha} (Holm), at least "
          f"{rule.min_rows} rows per side, embedding {rule.embedding}")
     echo(f"counted features: {', '.join(rule.features)}")

@@ -6,6 +6,7 @@ so a run is either whole or absent."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import tempfile
@@ -120,7 +121,8 @@ def log_version(result: MonitorResult, version: VersionResult, rules_file: str, 
         run = mlflow.start_run(run_name=f"monitor {version.label}", tags=tags)
         run_id = run.info.run_id
         try:
-            client.log_batch(run_id, params=[_param(k, v) for k, v in params.items()])
+            client.log_batch(run_id, params=[_param(k, v) for k, v in params.items() if v])  # no '' cells
+            _log_inputs(result, version)
             for start in range(0, len(metrics), 1000):
                 client.log_batch(run_id, metrics=metrics[start:start + 1000])
             client.log_artifacts(run_id, str(folder))
@@ -133,6 +135,28 @@ def log_version(result: MonitorResult, version: VersionResult, rules_file: str, 
             raise
         mlflow.end_run("FINISHED")
     return run_id
+
+
+def _log_inputs(result: MonitorResult, version: VersionResult) -> None:
+    """The run's datasets in the MLflow UI: the inference-log records it read (digest over the windows' spans and
+    sizes) and the skew reference (for eval/train the data step's split, so the same dataset entry links)."""
+    import hashlib
+
+    from llmops.tracking import log_dataset_input
+
+    spans = "|".join(f"{w.window.start.isoformat()}/{w.window.end.isoformat()}/{w.window.records.num_rows}"
+                     for w in version.windows)
+    digest = hashlib.sha256(f"{version.label}|{spans}".encode()).hexdigest()[:16]
+    inputs = [(mask_credentials(result.log), "inference-log", digest, {"question": "string"}, "monitoring")]
+    ref = version.skew_reference
+    if ref is not None and ref.uri and ref.digest:
+        name = {"eval": "so-qa-eval", "train": "so-qa-train"}.get(ref.kind, f"reference-{ref.kind}")
+        inputs.append((mask_credentials(ref.uri), name, ref.digest, {"question": "string"}, "reference"))
+    for uri, name, dataset_digest, columns, context in inputs:
+        try:
+            log_dataset_input(uri, name, dataset_digest, columns, context)
+        except Exception as exc:  # noqa: BLE001 - a source MLflow cannot name costs the link, not the run
+            logging.getLogger(__name__).warning("monitor input %s not logged as a dataset: %s", name, exc)
 
 
 def _param(key: str, value: str) -> Any:

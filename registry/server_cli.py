@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from llmops.cli_support import echo
+from llmops.cli_support import echo, setting_option
 
 server_app = typer.Typer(no_args_is_help=True)
 
@@ -22,7 +22,7 @@ def start_command(
     port: int = typer.Option(5000, help="Tracking server port."),
     pg_port: int = typer.Option(None, help="PostgreSQL port (default: chosen once, kept in DATA_DIR/pg-port)."),
     workers: int = typer.Option(2, min=1, help="Server worker processes."),
-    policy: str = typer.Option(None, "--policy", help="Promotion policy YAML (default: settings)."),
+    policy: str = setting_option("registry.policy_file", "Promotion policy YAML.", "--policy"),
 ) -> None:
     """Start PostgreSQL and the tracking server in the foreground; Ctrl-C stops both."""
     from llmops.errors import ConfigError

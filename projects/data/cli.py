@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from llmops.cli_support import (
     SettingDefault,
     TrackingUri,
     echo,
+    echo_err,
     row_progress,
     setting_option,
     start,
@@ -19,6 +21,11 @@ from llmops.cli_support import (
 )
 
 data_app = typer.Typer(no_args_is_help=True)
+Json = typer.Option(False, "--json", help="Print the result as JSON (stdout holds nothing else).")
+
+
+def _json(payload: object) -> None:
+    echo(json.dumps(payload, indent=2, default=str))
 
 
 @data_app.command("prepare")
@@ -46,12 +53,14 @@ def prepare_command(
                                          "--feedback-store"),
     model_name: str = setting_option("model.registered_name", "Registered model whose feedback is folded in.",
                                      "--model-name"),
+    as_json: bool = Json,
     tracking_uri: str = TrackingUri,
     quiet: bool = Quiet,
 ) -> None:
     """Query the warehouse, clean, apply the instruction template, split and log a versioned dataset."""
     import mlflow
 
+    from llmops.tracking import name_run
     from projects.data.prepare import run_data_step
     from projects.data.warehouse import open_warehouse
     from prompts.registry import sync_prompt
@@ -67,9 +76,18 @@ def prepare_command(
     })
     template = load_template(settings.prompt.name, settings.prompt.templates_dir)
     warehouse = open_warehouse(settings)  # table/credential problems fail before any run exists
-    with mlflow.start_run(run_name="prepare_data"), row_progress("query + clean (rows)", quiet) as progress:
+    with mlflow.start_run(run_name="prepare_data") as run, \
+            row_progress("query + clean (rows)", quiet) as progress:
         prompt, _ = sync_prompt(template)
-        outcome = run_data_step(settings, warehouse, prompt, log=echo, warn=warn, progress=progress)
+        outcome = run_data_step(settings, warehouse, prompt, log=echo_err if as_json else echo, warn=warn,
+                                progress=progress)
+        name_run(f"data {settings.data.tag_pattern} {'/'.join(str(n) for n in outcome.splits.values())} "
+                 f"{outcome.digest[:8]}")
+    if as_json:
+        _json({"run_id": run.info.run_id, "digest": outcome.digest, "splits": outcome.splits, "uris": outcome.uris,
+               "directory": str(outcome.directory) if outcome.directory else None,
+               "reused_from": outcome.reused_from})
+        return
     sizes = " / ".join(f"{n} {split}" for split, n in outcome.splits.items())
     where = f"reused run {outcome.reused_from}" if outcome.reused_from else str(outcome.directory)
     echo(f"dataset {outcome.digest}: {sizes} -> {where}")
@@ -81,6 +99,7 @@ def manifest_command(
     train: Annotated[Path, typer.Option(help="Train split JSONL (the data step's example shape).")],
     eval: Annotated[Path, typer.Option("--eval", help="Eval split JSONL, in the same directory.")],
     test: Annotated[Path | None, typer.Option(help="Optional test split JSONL, in the same directory.")] = None,
+    as_json: bool = Json,
 ) -> None:
     """Write manifest.json beside split files made elsewhere, so tuning, evaluation and registration record one
     dataset digest and lineage for them (the data step writes its own)."""
@@ -91,6 +110,10 @@ def manifest_command(
     files = {"train": train, "eval": eval, **({"test": test} if test else {})}
     manifest = manifest_for_files(files, datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))
     path = write_manifest(manifest, train.resolve().parent)
+    if as_json:
+        _json({"digest": manifest.digest, "scope": manifest.scope, "lineage": manifest.lineage_key,
+               "splits": {name: info.rows for name, info in manifest.splits.items()}, "path": str(path)})
+        return
     sizes = " / ".join(f"{info.rows} {name}" for name, info in manifest.splits.items())
     echo(f"dataset {manifest.digest} ({manifest.scope}: {sizes}), lineage {manifest.lineage_key} -> {path}")
 
@@ -100,11 +123,16 @@ def import_dump_command(
     posts_xml: Annotated[Path, typer.Argument(help="A Stack Exchange data-dump Posts.xml.")],
     site: Annotated[str, typer.Option(help="The site the dump is from, e.g. ai.stackexchange.com.")],
     out: Annotated[Path, typer.Option(help="Directory for posts_questions.parquet and posts_answers.parquet.")],
+    as_json: bool = Json,
 ) -> None:
     """Stream Posts.xml into BigQuery-shaped Parquet tables (with a `site` column) for the DuckDB engine."""
     from projects.data.importer import import_posts
 
     result = import_posts(posts_xml, site, out)
+    if as_json:
+        _json({"questions": result.questions, "answers": result.answers, "skipped": result.skipped,
+               "tables": {name: str(path) for name, path in result.tables.items()}})
+        return
     echo(f"{result.questions:,} questions, {result.answers:,} answers ({result.skipped:,} other posts skipped)")
     echo("warehouse:\n  tables:")
     for name, path in result.tables.items():

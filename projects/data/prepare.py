@@ -396,6 +396,8 @@ def previous_run(digest: str, lineage_key: str):
 def _log_common(prepared: Prepared, settings: Settings) -> None:
     import mlflow
 
+    from llmops.tracking import present
+
     params = prepared.stats["params"]
     _log_params_over_blank_defaults({
         "dataset_digest": prepared.digest, "dataset_scope": "+".join(prepared.split_digests),
@@ -403,7 +405,9 @@ def _log_common(prepared: Prepared, settings: Settings) -> None:
         "prompt_version": prepared.prompt.version, "instruction_hash": prepared.prompt.instruction_hash,
         "query": prepared.stats["query"], "engine": settings.warehouse.engine,
         "eval_percent": settings.data.eval_percent, "test_percent": settings.dataprep.test_percent,
-        **{f"query.{k}": ("" if v is None else v) for k, v in params.items()},
+        # an unset date bound is not logged (no '' cells); the cutoff turned off reads as the value that did it
+        **present({f"query.{k}": v for k, v in params.items()}),
+        **({"query.answer_date_cutoff": "none"} if params.get("answer_date_cutoff") is None else {}),
         **(_feedback_params(prepared.feedback) if prepared.feedback is not None else {}),
     })
     leakage = prepared.report["leakage"]["eval_questions_with_train_duplicate"]

@@ -97,7 +97,8 @@ def _mean_loss(model: Any, examples: list[tuple[list[int], list[int]]], pad_id: 
 
 
 def train_lora(base_path: Path, data: TuningData, cfg: HFTuningSettings, seed: int, output_dir: Path,
-               on_epoch: Callable[[HFTrainResult], None] = lambda result: None) -> HFTrainResult:
+               on_epoch: Callable[[HFTrainResult], None] = lambda result: None,
+               on_step: Callable[[int, int], None] = lambda step, total: None) -> HFTrainResult:
     """Fit a LoRA adapter; returns the loss curves and the saved adapter directory."""
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
@@ -125,6 +126,8 @@ def train_lora(base_path: Path, data: TuningData, cfg: HFTuningSettings, seed: i
     result.eval_loss.append((0, _mean_loss(model, evaluation, pad_id, cfg.batch_size)))
     model.train()
     step = 0
+    total = cfg.epochs * -(-len(train) // cfg.batch_size)
+    on_step(0, total)
     for _epoch in range(cfg.epochs):
         permutation = torch.randperm(len(train), generator=order).tolist()
         for start in range(0, len(train), cfg.batch_size):
@@ -135,6 +138,7 @@ def train_lora(base_path: Path, data: TuningData, cfg: HFTuningSettings, seed: i
             optimizer.zero_grad(set_to_none=True)
             step += 1
             result.train_loss.append((step, float(loss.detach())))
+            on_step(step, total)
         result.eval_loss.append((step, _mean_loss(model, evaluation, pad_id, cfg.batch_size)))
         result.steps = step
         on_epoch(result)
@@ -143,7 +147,20 @@ def train_lora(base_path: Path, data: TuningData, cfg: HFTuningSettings, seed: i
     return result
 
 
-def tune_hf(data: TuningData, cfg: HFTuningSettings, seed: int) -> dict[str, Any]:
+def _step_progress(progress: Any) -> Callable[[int, int], None]:
+    """Training steps on the command's progress bar (started with the total at step 0)."""
+    def on_step(step: int, total: int) -> None:
+        if progress is None:
+            return
+        if step == 0:
+            progress.start(total)
+        else:
+            progress.set(completed=step)
+
+    return on_step
+
+
+def tune_hf(data: TuningData, cfg: HFTuningSettings, seed: int, progress: Any = None) -> dict[str, Any]:
     """Train in the active run (loss on the validation split), log the curves and the adapter."""
     import mlflow
 
@@ -160,7 +177,8 @@ def tune_hf(data: TuningData, cfg: HFTuningSettings, seed: int) -> dict[str, Any
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            result = train_lora(base, data, cfg, seed, Path(tmp) / ADAPTER_ARTIFACT, on_epoch=flush)
+            result = train_lora(base, data, cfg, seed, Path(tmp) / ADAPTER_ARTIFACT, on_epoch=flush,
+                                on_step=_step_progress(progress))
         except (RuntimeError, IndexError, ValueError) as exc:  # torch/transformers failures, in one line
             raise BackendError(f"hf training failed: {type(exc).__name__}: {exc}".splitlines()[0]) from exc
         mlflow.log_param("tuning.effective_max_length", result.max_length)

@@ -21,16 +21,23 @@ BACKENDS = ("local", "hf", "vertex", "openai_compat")
 
 
 def run_tuning(settings: Settings, train_uri: str, eval_uri: str, vertex_clients: tuple[Any, Any] | None = None,
-               sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Returns the run id, the provider spec and what else came out (URIs, remote ids, metrics)."""
+               sleep: Callable[[float], None] = time.sleep, progress: Any = None) -> dict[str, Any]:
+    """Returns the run id, the provider spec and what else came out (URIs, remote ids, metrics). `progress`
+    (`llmops.cli_support.RowProgress`) follows the long backends: hf training steps, a Vertex job's epochs."""
     backend = settings.tuning.backend
     if backend not in BACKENDS:
         raise ConfigError(f"unknown tuning backend {backend!r} (available: {', '.join(BACKENDS)})")
     data = load_tuning_data(train_uri, eval_uri, settings.tuning.validation_percent)
-    runner = {"local": _run_local, "hf": _run_hf, "openai_compat": _run_openai_compat}.get(backend)
-    if runner is None:
-        return _run_vertex(settings, data, vertex_clients, sleep)
-    return runner(settings, data)
+    if backend == "vertex":
+        return _run_vertex(settings, data, vertex_clients, sleep, progress)
+    if backend == "hf":
+        return _run_hf(settings, data, progress)
+    return {"local": _run_local, "openai_compat": _run_openai_compat}[backend](settings, data)
+
+
+def _prompt(data: TuningData) -> str:
+    """`so-qa@v2`: the prompt version a tuning run trained with, in its name (runs are compared by it)."""
+    return f"{data.prompt_name}@v{data.prompt_version}"
 
 
 def _finish(run: Any, spec: ProviderSpec, out: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +49,7 @@ def _run_local(settings: Settings, data: TuningData) -> dict[str, Any]:
     from projects.tuning.tracking import record_spec, tuning_run
 
     vectorizer = settings.backend.vectorizer
-    with tuning_run(f"tune local retrieval-{vectorizer}") as run:
+    with tuning_run(f"tune local retrieval-{vectorizer} {_prompt(data)}") as run:
         uri = run_tune_step(data, vectorizer, settings.backend.abstain_value)
         spec = ProviderSpec(kind="retrieval", model=f"retrieval-{vectorizer}", artifacts={"retriever": uri},
                             requirements=_embedding_requirements(vectorizer))
@@ -56,7 +63,7 @@ def _embedding_requirements(vectorizer: str) -> list[str]:
     return list(EMBEDDING_REQUIREMENTS) if vectorizer == "minilm" else []
 
 
-def _run_hf(settings: Settings, data: TuningData) -> dict[str, Any]:
+def _run_hf(settings: Settings, data: TuningData, progress: Any = None) -> dict[str, Any]:
     from backends.hf import check_model_dir
     from projects.tuning.tracking import log_grounding, log_tuning_inputs, record_spec, tuning_run
 
@@ -70,9 +77,9 @@ def _run_hf(settings: Settings, data: TuningData) -> dict[str, Any]:
         raise ConfigError(f"hf tuning needs the 'hf' extra (pip install 'llmops-mlflow[hf]'): {exc}") from exc
     from projects.tuning.hf import hyperparams, tune_hf
 
-    with tuning_run(f"tune hf {base.name}") as run:
+    with tuning_run(f"tune hf {base.name} {_prompt(data)}") as run:
         log_tuning_inputs("hf", str(base), hyperparams(cfg), data, seed=settings.tuning.seed)
-        out = tune_hf(data, cfg, settings.tuning.seed)
+        out = tune_hf(data, cfg, settings.tuning.seed, progress=progress)
         spec = ProviderSpec(kind="hf", model=f"{base.name}+lora", base_model=str(base),
                             artifacts={"adapter": out["adapter_uri"], "grounding": log_grounding(data)},
                             max_new_tokens=cfg.max_new_tokens)
@@ -89,7 +96,7 @@ def _run_openai_compat(settings: Settings, data: TuningData) -> dict[str, Any]:
     if not cfg.base_url or not cfg.model:
         raise ConfigError("tuning backend openai_compat needs chain.provider.base_url and chain.provider.model "
                           "(e.g. LLMOPS_CHAIN__PROVIDER__BASE_URL=http://127.0.0.1:8000/v1)")
-    with tuning_run(f"tune openai_compat {cfg.model}") as run:
+    with tuning_run(f"tune openai_compat {cfg.model} {_prompt(data)}") as run:
         log_tuning_inputs("openai_compat", cfg.model, {"timeout_s": cfg.timeout_s, "max_retries": cfg.max_retries,
                                                        **{f"param.{k}": v for k, v in cfg.params.items()}}, data)
         spec = ProviderSpec(kind="openai_compat", model=cfg.model, base_url=cfg.base_url,
@@ -100,7 +107,7 @@ def _run_openai_compat(settings: Settings, data: TuningData) -> dict[str, Any]:
 
 
 def _run_vertex(settings: Settings, data: TuningData, clients: tuple[Any, Any] | None,
-                sleep: Callable[[float], None]) -> dict[str, Any]:
+                sleep: Callable[[float], None], progress: Any = None) -> dict[str, Any]:
     from projects.tuning.tracking import log_grounding, log_tuning_inputs, record_spec, tuning_run
     from projects.tuning.vertex import (
         check_base_model,
@@ -116,9 +123,9 @@ def _run_vertex(settings: Settings, data: TuningData, clients: tuple[Any, Any] |
     parse_gcs_uri(cfg.gcs_uri)
     genai_client, storage_client = clients or make_clients(cfg)
     check_bucket(storage_client, cfg.gcs_uri)
-    with tuning_run(f"tune vertex {base_model}") as run:
+    with tuning_run(f"tune vertex {base_model} {_prompt(data)}") as run:
         log_tuning_inputs("vertex", base_model, hyperparams(cfg), data)
-        out = tune_vertex(data, cfg, genai_client, storage_client, sleep=sleep)
+        out = tune_vertex(data, cfg, genai_client, storage_client, sleep=sleep, progress=progress)
         spec = ProviderSpec(kind="vertex", model=out["endpoint"], base_model=base_model,
                             project=out.get("project") or cfg.project, location=cfg.location,
                             base_url=cfg.api_endpoint, timeout_s=settings.chain.provider.timeout_s,

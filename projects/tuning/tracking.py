@@ -89,6 +89,8 @@ def log_tuning_inputs(backend: str, base_model: str, hyperparams: Mapping[str, A
     """Params, tags and dataset inputs common to every backend (before training, so a failed run shows them)."""
     import mlflow
 
+    from llmops.tracking import present
+
     # `tuning.*` / `hp.*` hold resolved values; `mlflow run` has already logged the raw -P values (blank means
     # "from the settings") under the bare entry-point names, and MLflow refuses to change a logged param.
     params = {
@@ -101,7 +103,7 @@ def log_tuning_inputs(backend: str, base_model: str, hyperparams: Mapping[str, A
     }
     if seed is not None:
         params["tuning.seed"] = seed
-    mlflow.log_params(mask_urls(params))
+    mlflow.log_params(mask_urls(present(params)))
     mlflow.set_tags(mask_urls({"llmops.step": "tune", "llmops.tuning_backend": backend, **data.identity.as_tags(),
                                "llmops.eval_uri": data.eval_uri, "llmops.train_uri": data.train_uri}))
     log_dataset_inputs(data)

@@ -222,10 +222,11 @@ def failure_reason(job: Any) -> str:
 
 
 def tune_vertex(data: TuningData, cfg: VertexTuningSettings, genai_client: Any, storage_client: Any,
-                sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+                sleep: Callable[[float], None] = time.sleep, progress: Any = None) -> dict[str, Any]:
     """In the active run: upload, start, poll, log; returns the tuned endpoint and the job's figures."""
     import mlflow
 
+    from llmops.tracking import present
     from projects.tuning.tracking import log_series
 
     base_model = check_base_model(cfg.base_model, cfg.extra_base_models)
@@ -233,16 +234,22 @@ def tune_vertex(data: TuningData, cfg: VertexTuningSettings, genai_client: Any, 
     run_id = mlflow.active_run().info.run_id
     train_gcs, validation_gcs = upload_splits(storage_client, cfg.gcs_uri, data)
     validation_gcs = validation_gcs if data.validation else None
-    mlflow.log_params({"train_gcs_uri": train_gcs, "validation_gcs_uri": validation_gcs or "",
-                       "vertex_location": cfg.location})
+    mlflow.log_params(present({"train_gcs_uri": train_gcs, "validation_gcs_uri": validation_gcs,
+                               "vertex_location": cfg.location}))
     job = start_job(genai_client, cfg, base_model, train_gcs, validation_gcs, display_name=f"llmops-{run_id[:12]}")
     mlflow.set_tags({"llmops.vertex_job": job.name, "llmops.vertex_job_state": _state(job)})
+
+    if progress is not None:  # epochs as Vertex reports them, the job's state as the description
+        progress.start(cfg.epochs)
+        progress.set(description=f"vertex job {_state(job)}")
 
     def on_update(poll: int, current: Any) -> None:
         points = progress_point(current)
         if points:
             log_series({name: [(poll, value)] for name, value in points.items()})
         mlflow.set_tag("llmops.vertex_job_state", _state(current))
+        if progress is not None:
+            progress.set(completed=points.get("completed_epochs"), description=f"vertex job {_state(current)}")
 
     job = poll_job(genai_client, job, cfg, sleep=sleep, on_update=on_update)
     mlflow.set_tag("llmops.vertex_job_state", _state(job))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backends.openai_compat import OpenAICompatibleProvider
-from backends.stub_server import Reply, StubChatServer
+from tests.support.stub_server import Reply, StubChatServer
 from llmops.errors import BackendError, ConfigError
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "How do I sort a dict?"}]

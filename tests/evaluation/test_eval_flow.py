@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-sys.path.insert(0, str(Path(__file__).parent))
-from judge_server import JudgeServer
-from synth import qa_rows
+from tests.support.judge_server import JudgeServer
+from tests.support.synth import qa_rows
 
 N_EVAL = 16
 
@@ -111,6 +110,21 @@ def test_run_logs_metrics_params_rows_and_plots(world) -> None:
     (dataset_input,) = [d for d in run.inputs.dataset_inputs if d.dataset.name == "eval"]
     assert (dataset_input.dataset.name, dataset_input.dataset.digest) == ("eval", params["eval_digest"])
     assert [t.value for t in dataset_input.tags if t.key == "mlflow.data.context"] == ["evaluation"]
+    # and as an MLflow evaluation dataset (the UI's Datasets page), made once for these rows and reused
+    import mlflow.genai.datasets
+
+    managed = f"so-qa-eval@{params['eval_digest']}"
+    assert {d.dataset.name for d in run.inputs.dataset_inputs} == {"eval", managed}
+    (registered,) = mlflow.genai.datasets.search_datasets(filter_string=f"name = '{managed}'")
+    assert registered.tags["llmops.eval_digest"] == params["eval_digest"] and len(registered.to_df()) == N_EVAL
+    a2 = MlflowClient().get_run(world["runs"]["a2"])
+    assert managed in {d.dataset.name for d in a2.inputs.dataset_inputs}
+    # the headline set is logged first, under Headline/ and under its usual names
+    first = list(m)[:5]
+    assert first == ["Headline/answered_token_f1", "Headline/coverage", "Headline/utility",
+                     "Headline/vs/random_answer/answered_token_f1/ci_low", "Headline/token_f1/mean"], first
+    assert m["Headline/coverage"] == m["coverage"] and m["Headline/utility"] == m["utility"]
+    assert all(v not in ("", "None") for v in params.values()), "empty parameters are not logged"
     artifacts = {a.path for a in MlflowClient().list_artifacts(run.info.run_id, "plots")}
     assert artifacts == {"plots/quality.png", "plots/operations.png"}
     rows = load_rows(run.info.run_id)
@@ -119,6 +133,80 @@ def test_run_logs_metrics_params_rows_and_plots(world) -> None:
     assert rows["token_f1"].mean() == pytest.approx(m["token_f1/mean"])
     strict = MlflowClient().get_run(world["runs"]["strict"]).data.metrics
     assert strict["coverage"] < m["coverage"]
+
+
+def test_every_row_is_a_trace_with_its_scores_reference_and_row_id(world) -> None:
+    """Rows are scored inside their traces: each trace linked to the run holds one assessment per scorer (values
+    equal to the rows table), the reference as an expectation and the row id tag - written with the trace."""
+    from evaluation.compare import load_rows
+
+    run_id = world["runs"]["a"]
+    rows = load_rows(run_id).set_index("trace_id")
+    scorers = MlflowClient().get_run(run_id).data.params["scorers"].split(",")
+    traces = mlflow.search_traces(run_id=run_id, return_type="list", flush=True)
+    assert len(traces) == N_EVAL and set(rows.index) == {t.info.trace_id for t in traces}
+    for trace in traces:
+        row = rows.loc[trace.info.trace_id]
+        assert trace.info.tags["llmops.row_id"] == row["row_id"]
+        feedback = {a.name: a for a in trace.info.assessments if a.feedback is not None}
+        expected = {name for name in scorers if not np.isnan(row[name])}
+        assert set(feedback) == expected and "token_f1" in expected
+        for name in expected:
+            assert feedback[name].value == pytest.approx(row[name]), name
+            assert feedback[name].rationale and feedback[name].source.source_type == "CODE"
+            assert feedback[name].metadata["mlflow.assessment.sourceRunId"] == run_id
+        (reference,) = [a for a in trace.info.assessments if a.expectation is not None]
+        assert (reference.name, reference.value) == ("expected_response", row["reference"])
+        assert trace.data.spans[0].name == "qa_chain" and len(trace.data.spans) > 2  # the chain's stage spans
+
+
+def test_failed_predictions_are_counted_kept_and_fail_the_command(world) -> None:
+    from evaluation.dataset import load_eval_dataset
+    from evaluation.run import Target, evaluate_target, raise_on_errors
+    from llmops.errors import BackendError
+
+    dataset = load_eval_dataset(str(world["files"]["eval"]), limit=4)
+    broken = dataset.rows[1].question
+
+    def predict(question: str) -> dict:
+        if question == broken:
+            raise ConnectionError("provider down")
+        return {"answer": "Use slicing.", "citations": [], "abstained": False}
+
+    with mlflow.start_run(run_name="broken") as run:
+        outcome = evaluate_target(Target(predict, {"provider_kind": "test"}, name="test"), dataset,
+                                  settings=world["settings"])
+    assert outcome.predict_errors == 1 and outcome.metrics["predict_errors"] == 1.0
+    assert "ConnectionError: provider down" in outcome.predict_error_example
+    assert outcome.rows["predict_error"].tolist() == ["", "ConnectionError: provider down", "", ""]
+    assert outcome.rows.loc[1, "token_f1"] == 0.0  # scored as the empty answer it is
+    states = {t.info.tags["llmops.row_id"]: t.info.state for t in
+              mlflow.search_traces(run_id=run.info.run_id, return_type="list", flush=True)}
+    assert states[dataset.rows[1].row_id] == "ERROR" and list(states.values()).count("OK") == 3
+    with pytest.raises(BackendError, match="1 prediction"):
+        raise_on_errors(outcome)
+
+
+def test_questions_the_chain_refuses_are_abstentions_not_failures(world, tmp_path: Path, capsys) -> None:
+    """Real data holds questions longer than the chain accepts (its input contract; the server answers them 4xx):
+    such a row is the abstention a user gets, counted in predict_refused, a warning, not a failed evaluation."""
+    from evaluation.dataset import load_eval_dataset
+    from evaluation.run import evaluate_target, raise_on_errors, tune_run_target
+
+    lines = world["files"]["eval"].read_text(encoding="utf-8").splitlines()[:3]
+    long = json.loads(lines[0]) | {"id": "long-1", "question": "How do I parse this log? " + "x" * 9000}
+    path = write_jsonl(tmp_path / "eval.jsonl", [*map(json.loads, lines), long])
+    dataset = load_eval_dataset(str(path))
+    with mlflow.start_run(run_name="refused"):
+        outcome = evaluate_target(tune_run_target(world["tune_run_id"], world["settings"]), dataset,
+                                  settings=world["settings"])
+    assert outcome.predict_errors == 0 and outcome.predict_refused == 1
+    assert outcome.metrics["predict_refused"] == 1.0 and outcome.metrics["predict_errors"] == 0.0
+    refused = outcome.rows.set_index("row_id").loc["long-1"]
+    assert refused["predict_refused"].startswith("InputError: question is") and refused["predict_error"] == ""
+    assert bool(refused["response_abstained"]) and outcome.metrics["coverage"] <= 0.75
+    raise_on_errors(outcome)  # no exception: a warning line
+    assert "1 question(s) refused by the chain (first: row long-1" in capsys.readouterr().err
 
 
 def test_identical_runs_not_distinguishable_and_logged(world, capsys) -> None:
@@ -330,3 +418,44 @@ def test_cli_run_on_a_registered_model_uri(world, capsys) -> None:
     run = MlflowClient().get_run(run_id)
     assert run.data.params["model_name"] == "echo-model" and run.data.params["model_version"] == "1"
     assert run.data.metrics["cited/mean"] == 0.0 and run.data.metrics["exact_match/mean"] == 0.0
+
+
+def test_cli_json_results_names_and_progress(world, capsys, monkeypatch, tmp_path: Path) -> None:
+    """`eval run --json` is one document naming the run as it is named in MLflow; gate/compare/review speak JSON;
+    the progress bar (as on a terminal) is told every row and never writes to stdout."""
+    import llmops.cli_support as cli_support
+
+    told: list[tuple[str, object]] = []
+
+    class Recorder(cli_support.RowProgress):
+        def start(self, total):
+            told.append(("start", total))
+
+        def advance(self, rows):
+            told.append(("advance", rows))
+
+    monkeypatch.setattr(cli_support, "RowProgress", Recorder)
+    monkeypatch.setattr(cli_support, "progress_enabled", lambda quiet: not quiet)  # as on a terminal
+    uri = world["uri"]
+    code, out, err = cli(["eval", "run", "--eval-uri", str(world["files"]["eval"]), "--tune-run-id",
+                          world["tune_run_id"], "--limit", "5", "--json", "--tracking-uri", uri], capsys)
+    assert code == 0, err
+    assert told[0] == ("start", 5) and sum(n for kind, n in told if kind == "advance") == 5
+    result = json.loads(out)
+    run = MlflowClient().get_run(result["run_id"])
+    assert result["run_name"] == run.info.run_name == "eval qa-eval@v1 retrieval-tfidf"
+    assert result["rows"] == 5 and result["headline"]["coverage"] == run.data.metrics["coverage"]
+    assert set(result["leads"]) == {"vs/random_answer/answered_token_f1", "vs/always_abstain/utility"}
+    code, out, _ = cli(["eval", "gate", result["run_id"], "--json", "--tracking-uri", uri], capsys)
+    gate = json.loads(out)
+    assert code == 5 and gate["passed"] is False and gate["failed"] >= 1  # 5 rows: the n_rows floor fails
+    assert {"metric": "n_rows", "value": 5.0}.items() <= next(r for r in gate["results"]
+                                                               if r["metric"] == "n_rows").items()
+    code, out, _ = cli(["eval", "compare", world["runs"]["a"], world["runs"]["a2"], "--json",
+                        "--tracking-uri", uri], capsys)
+    logged = MlflowClient().get_run(json.loads(out)["logged_run"])
+    assert logged.info.run_name == "compare a vs a2"
+    assert {d.dataset.name for d in logged.inputs.dataset_inputs} >= {"eval"}  # the rows it compared
+    code, out, _ = cli(["eval", "review", "export", world["runs"]["a"], "--out", str(tmp_path / "r.jsonl"),
+                        "--n", "3", "--json", "--tracking-uri", uri], capsys)
+    assert code == 0 and json.loads(out)["rows"] == 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,8 +19,7 @@ from evaluation.judges import (
 )
 from llmops.errors import BackendError, ConfigError
 
-sys.path.insert(0, str(Path(__file__).parent))
-from judge_server import JudgeServer
+from tests.support.judge_server import JudgeServer
 
 ROW = {"inputs": {"question": "How to reverse a list?"},
        "outputs": {"answer": "Use items[::-1] to reverse.", "citations": [{"source_id": "1", "link": "l"}]},
@@ -81,7 +79,7 @@ def test_cache_makes_rerun_free_and_identical(tmp_path: Path) -> None:
 
 def test_retries_happen_in_one_layer_counted_in_http_requests(tmp_path: Path) -> None:
     """judge.retries = 2 means 3 HTTP requests in all against a server that keeps failing (not 3 x 3)."""
-    from backends.stub_server import Reply
+    from tests.support.stub_server import Reply
     from evaluation.judges import client_from_settings
     from llmops.settings import load_settings
 

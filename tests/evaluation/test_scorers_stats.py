@@ -9,7 +9,7 @@ import pytest
 
 from evaluation import scorers as sc
 from evaluation.gates import check_gates, load_gates
-from evaluation.metrics import bleu, code_validity
+from evaluation.metrics import bleu, code_validity, rouge_l
 from evaluation.stats import bootstrap_mean, paired_bootstrap, verdict
 from llmops.errors import ConfigError, NotFoundError
 
@@ -30,6 +30,39 @@ def test_reference_scorers_separate_equal_from_different() -> None:
                    sc.SemanticSimilarity(corpus=[REF, "Install numpy with pip."])):
         assert value(scorer) == pytest.approx(1.0), scorer.name
         assert value(scorer, outputs=other) < 0.3, scorer.name
+
+
+def _rouge_score_reference(prediction: str, reference: str) -> float:
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False).score(reference, prediction)["rougeL"].fmeasure
+
+
+def test_rouge_l_equals_rouge_score_on_random_token_strings() -> None:
+    import random
+
+    rng = random.Random(0)
+    words = "a b c d the list python def return x 1 2 café naïve İs".split()
+    for _ in range(2000):  # short and empty sequences, repeats, non-ASCII letters rouge-score drops
+        prediction = " ".join(rng.choice(words) for _ in range(rng.randint(0, 30)))
+        reference = " ".join(rng.choice(words) for _ in range(rng.randint(0, 30)))
+        assert rouge_l(prediction, reference) == pytest.approx(_rouge_score_reference(prediction, reference),
+                                                               abs=1e-12), (prediction, reference)
+
+
+def test_rouge_l_equals_rouge_score_on_real_answers(shared_data: Path) -> None:
+    """The bit-parallel LCS gives rouge-score's values on real Stack Overflow answers (HTML, code, long)."""
+    import random
+
+    import pyarrow.parquet as pq
+
+    bodies = [b for b in pq.read_table(shared_data / "stackoverflow" / "posts_answers.parquet",
+                                       columns=["body"]).column("body").to_pylist() if b]
+    rng = random.Random(1)
+    pairs = [(rng.choice(bodies), rng.choice(bodies)) for _ in range(200)] + [(b, b) for b in bodies[:20]]
+    for prediction, reference in pairs:
+        assert rouge_l(prediction, reference) == pytest.approx(_rouge_score_reference(prediction, reference),
+                                                               abs=1e-12)
 
 
 def test_bleu_and_code_validity() -> None:

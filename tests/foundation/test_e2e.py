@@ -1,4 +1,8 @@
-"""The whole loop through `mlflow run` on a real SQLite store and real DuckDB, then serving in a new process."""
+"""The whole loop through `mlflow run` on a real SQLite store and real DuckDB, then serving in a new process.
+
+The loop runs with a test split (`-P test_percent=10`): the digest every step records is the data step's (over
+train+eval+test), and "eval dataset is current" compares within the lineage, so another dataset prepared beside it
+in the same experiment does not block its promotion (the last test)."""
 
 from __future__ import annotations
 
@@ -35,7 +39,8 @@ def _run(args: list[str], workdir: Path, timeout: int = 600) -> subprocess.Compl
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory: pytest.TempPathFactory) -> dict:
     workdir = tmp_path_factory.mktemp("loop")
-    cmd = [str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "llmops"]
+    cmd = [str(BIN / "mlflow"), "run", str(REPO), "--env-manager", "local", "--experiment-name", "llmops",
+           "-P", "test_percent=10"]
     first = _run(cmd, workdir)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     second = _run(cmd, workdir)
@@ -144,4 +149,39 @@ def test_every_alias_move_is_in_the_ledger(loop: dict) -> None:
     result = _run([str(BIN / "llmops"), "registry", "history", MODEL, "--json"], loop["workdir"])
     assert result.returncode == 0, result.stderr[-2000:]
     moves = json.loads(result.stdout)
-    assert [(m["alias"], str(m["to_version"])) for m in moves] == [("dev", "1"), ("staging", "1")]
+    # the pipeline's moves (the last test of this module promotes on to production after them)
+    assert [(m["alias"], str(m["to_version"])) for m in moves][:2] == [("dev", "1"), ("staging", "1")]
+
+
+def test_one_digest_across_the_steps_and_an_unrelated_dataset_beside_it(loop: dict, client) -> None:
+    workdir = loop["workdir"]
+    steps = _runs_by_step(client)
+    (prep,) = [r for r in steps["prepare_data"] if r.info.status == "FINISHED"]
+    (tune,) = [r for r in steps["tune"] if r.info.status == "FINISHED"]
+    (evaluation,) = [r for r in steps["evaluate"] if r.info.status == "FINISHED"]
+    version = client.get_model_version_by_alias(MODEL, "staging")
+    digest = prep.data.tags["llmops.dataset_digest"]
+    # one digest, computed once (by the data step, over train+eval+test) and recorded alike by every step
+    assert prep.data.params["dataset_scope"] == tune.data.params["dataset_scope"] == "train+eval+test"
+    assert tune.data.params["dataset_digest"] == evaluation.data.params["dataset_digest"] == digest
+    assert version.tags["llmops.dataset_digest"] == digest and version.tags["llmops.dataset_scope"] == "train+eval+test"
+    lineage = prep.data.tags["llmops.dataset_lineage"]
+    assert tune.data.params["dataset_lineage"] == evaluation.data.params["dataset_lineage"] == lineage
+    assert version.tags["llmops.dataset_lineage"] == lineage
+    # the threshold was chosen on validation rows carved from train, and the eval split was scored beside baselines
+    assert int(tune.data.params["validation_examples"]) > 0
+    metrics = evaluation.data.metrics
+    assert metrics["vs/random_answer/answered_token_f1/ci_low"] >= 0.05 and metrics["n_rows"] >= 30
+
+    # another dataset prepared later in the same experiment (another lineage) leaves this one current
+    llmops = str(BIN / "llmops")
+    prepared = _run([llmops, "data", "prepare", "--tag-pattern", "pandas|numpy", "--eval-percent", "30"], workdir)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    assert len([r for r in _runs_by_step(client)["prepare_data"] if r.info.status == "FINISHED"]) == 2
+    approved = _run([llmops, "registry", "approve", MODEL, str(version.version), "--by", "rita"], workdir)
+    assert approved.returncode == 0, approved.stderr[-2000:]
+    promoted = _run([llmops, "registry", "promote", MODEL, str(version.version), "--to", "production",
+                     "--reason", "ship"], workdir)
+    assert promoted.returncode == 0, promoted.stdout[-2000:] + promoted.stderr[-2000:]
+    assert "PASS  eval dataset is current" in promoted.stdout and f"lineage {lineage}" in promoted.stdout
+    assert str(client.get_model_version_by_alias(MODEL, "production").version) == str(version.version)

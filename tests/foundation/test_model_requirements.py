@@ -45,7 +45,7 @@ def test_a_fresh_venv_from_the_logged_requirements_answers(tracking_uri, tmp_pat
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "PYTHON"))}
     env["MLFLOW_TRACKING_URI"] = tracking_uri
-    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check",
+    install = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile",
                               "-r", str(local / "requirements.txt")], capture_output=True, text=True, env=env,
                              timeout=1200, check=False)
     assert install.returncode == 0, install.stderr[-3000:]

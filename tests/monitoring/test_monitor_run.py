@@ -110,6 +110,12 @@ def test_run_reports_skew_drift_and_logs_a_whole_mlflow_run(store: str, lineage:
     params = run.data.params
     assert params["model_version"] == "1" and params["reference_digest"] == lineage["digest"]
     assert params["skew_reference_uri"] == lineage["eval_uri"]
+    assert "" not in params.values(), "an unset parameter is not logged as ''"
+    # the run's datasets: the inference log it read, and the eval split it compared with (the data step's entry)
+    inputs = {d.dataset.name: d for d in run.inputs.dataset_inputs}
+    assert set(inputs) == {"inference-log", "so-qa-eval"}
+    assert inputs["so-qa-eval"].dataset.digest == lineage["digest"]
+    assert [t.value for t in inputs["inference-log"].tags if t.key == "mlflow.data.context"] == ["monitoring"]
     assert run.data.tags["llmops.monitor.drift"] == "true"
     from mlflow.tracking import MlflowClient
 

@@ -7,7 +7,7 @@ import pytest
 
 from backends.base import Citation, Generation, Safety, SafetyCategory
 from backends.openai_compat import OpenAICompatibleProvider
-from backends.stub_server import Reply, StubChatServer
+from tests.support.stub_server import Reply, StubChatServer
 from llmops.errors import BackendError, InputError
 from prompts.chain import ChainResponse, QAChain
 from prompts.grounding import GroundingIndex

@@ -297,7 +297,10 @@ class Team:
                         "WHERE name IN :n ORDER BY 1, 2",
             "version_tags": "SELECT name, version, key, value FROM model_version_tags WHERE name IN :n "
                             "ORDER BY 1, 2, 3",
-            "model_tags": "SELECT name, key, value FROM registered_model_tags WHERE name IN :n ORDER BY 1, 2",
+            # `_mlflow_experiment_ids` is MLflow's own note of which experiments loaded a prompt, written (in a
+            # background thread) by every load_prompt: reading is not a change
+            "model_tags": "SELECT name, key, value FROM registered_model_tags WHERE name IN :n "
+                          "AND key != '_mlflow_experiment_ids' ORDER BY 1, 2",
             "ledger": "SELECT id, model_name, alias, from_version, to_version, actor FROM llmops_alias_moves "
                       "ORDER BY id",
             "approvals": "SELECT model_name, version, approver FROM llmops_approvals ORDER BY id",

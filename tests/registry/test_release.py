@@ -13,7 +13,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from backends.stub_server import Reply, StubChatServer
+from tests.support.stub_server import Reply, StubChatServer
 from llmops.dataset import read_manifest
 from llmops.errors import ConfigError, DataError, NotFoundError
 from llmops.settings import load_settings

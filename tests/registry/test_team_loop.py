@@ -231,7 +231,7 @@ def test_promoting_clients_killed_at_any_moment_leave_no_move_without_its_row(au
     team = audit
     versions = _model(team, "killed", 4)
     rng = random.Random(17)
-    trials = 24
+    trials = 16
     script_dir = tmp_path / "trials"
     script_dir.mkdir()
     for batch in range(trials // 4):

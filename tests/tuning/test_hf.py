@@ -61,11 +61,23 @@ def test_loss_falls_curves_logged_and_the_released_model_reloads_in_a_fresh_proc
     from evaluation.run import run_evaluate_step
     from registry.release import register
 
+    class Progress:  # what the command's progress bar is told (the bar itself draws only on a terminal)
+        def __init__(self) -> None:
+            self.total, self.completed = None, []
+
+        def start(self, total):
+            self.total = total
+
+        def set(self, completed=None, description=None):
+            self.completed.append(completed)
+
     settings = _settings(store, tiny_model, model_name="hf-happy")
-    out = _tune(store, settings)
+    progress = Progress()
+    out = _tune(store, settings, progress=progress)
     client = MlflowClient()
     run = client.get_run(out["run_id"])
     assert run.info.status == "FINISHED"
+    assert run.info.run_name == f"tune hf {tiny_model.name} {store['prompt'].name}@v{store['prompt'].version}"
     params = run.data.params
     assert params["tuning.backend"] == "hf" and params["tuning.base_model"] == str(tiny_model.resolve())
     assert params["hp.lora_r"] == "16" and params["tuning.seed"] == "0" and params["dataset_digest"]
@@ -77,6 +89,7 @@ def test_loss_falls_curves_logged_and_the_released_model_reloads_in_a_fresh_proc
                                      key=lambda m: m.step)]
     steps = -(-fit // 4)  # per epoch: fit rows / batch 4
     assert len(train) == 8 * steps and len(valid) == 8 + 1
+    assert progress.total == 8 * steps and progress.completed == list(range(1, 8 * steps + 1))
     assert valid[-1] < 0.95 * valid[0]  # loss on the held-out validation rows falls
     assert sum(train[-steps:]) < sum(train[:steps])
     spec = json.loads(run.data.tags["llmops.provider_spec"])

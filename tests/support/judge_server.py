@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from backends.stub_server import Reply, StubChatServer
+from tests.support.stub_server import Reply, StubChatServer
 
 
 def _between(text: str, start: str, end: str) -> str | None:

@@ -1,8 +1,8 @@
-"""A tiny OpenAI-compatible server on 127.0.0.1 (stdlib only) for offline tests and demos of the chain.
+"""A tiny OpenAI-compatible server on 127.0.0.1 (stdlib only): the provider boundary for the tests and benchmarks.
 
 It speaks `POST /v1/chat/completions` and answers from a script: each queued `Reply` is used once, then the
 `default` reply forever; a `responder` computes the text from the request instead (a judge that grades what it
-is sent). Requests are recorded so a test can check what the client sent. Not for production.
+is sent). Requests are recorded so a test can check what the client sent. Test support: not in the package.
 """
 
 from __future__ import annotations
