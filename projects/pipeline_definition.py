@@ -278,6 +278,8 @@ def _read_flag_setting_keys(command: str) -> dict[str, str]:
     out = {}
     for param in getattr(command_obj, "params", []):
         key = getattr(param.show_default, "key", None)
+        if key and "," in key:  # one of several keys by backend (tune --epochs): SETTING_OF says which
+            continue
         for opt in param.opts:
             if key and opt in flags:
                 out[flags[opt]] = key

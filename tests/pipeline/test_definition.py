@@ -143,6 +143,9 @@ def test_flag_settings_are_found_on_the_step_command() -> None:
     keys = _flag_setting_keys(step_named("prepare_data"))
     assert keys["tag_pattern"] == "data.tag_pattern" and keys["test_percent"] == "dataprep.test_percent"
     assert keys["question_date_to"] == "dataprep.question_date_to"
+    tune = _flag_setting_keys(step_named("tune"))
+    assert tune["learning_rate"] == "tuning.hf.learning_rate"
+    assert "epochs" not in tune and "base_model" not in tune  # a key per backend: resolved by SETTING_OF
 
 
 def test_reuse_key_follows_the_sections_a_step_reads() -> None:
