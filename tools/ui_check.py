@@ -147,7 +147,7 @@ def browse(world: dict, base: str, out: Path, chromium: str, report: Report) -> 
     experiment = world["experiment_id"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_context(viewport={"width": 1500, "height": 1000}).new_page()
+        page = browser.new_context(viewport={"width": 1400, "height": 700}).new_page()
 
         # 1. the runs list, pipeline expanded: every run named by what it is
         page.goto(f"{base}/#/experiments/{experiment}/runs?workflowType=machine_learning", wait_until="load",
@@ -158,6 +158,13 @@ def browse(world: dict, base: str, out: Path, chromium: str, report: Report) -> 
         if expander.count():
             expander.first.click()
             _settle(page, 1000, expect="register so-qa-assistant")
+        resize = page.locator(".ag-header-cell", has_text="Run Name").locator(".ag-header-cell-resize")
+        if resize.count():  # the column fits its longest name (as a user double-clicking its edge)
+            try:
+                resize.first.dblclick(timeout=5000)
+                page.wait_for_timeout(1000)
+            except Exception:  # noqa: BLE001 - a narrower column still holds the names the checks read
+                pass
         page.screenshot(path=str(out / "runs.png"))
         report.screenshots["runs"] = str(out / "runs.png")
         text = page.inner_text("body")
@@ -168,14 +175,18 @@ def browse(world: dict, base: str, out: Path, chromium: str, report: Report) -> 
             report.check(f"runs list shows {expected!r}", expected in text)
 
         # 2. the compare view of the two evaluations: names, then the Headline/ metrics first
-        page.set_viewport_size({"width": 1500, "height": 2600})
+        page.set_viewport_size({"width": 1400, "height": 1500})
         runs = json.dumps(world["eval_runs"])
         page.goto(f"{base}/#/compare-runs?runs={runs}&experiments={json.dumps([experiment])}", wait_until="load",
                   timeout=120_000)
         _settle(page, 5000, expect="Headline/answered_token_f1")
+        text = page.inner_text("body")
+        parameters = page.get_by_text("Parameters", exact=True)
+        if parameters.count():  # folded, so one screen shows the run names, the plot and the metrics table
+            parameters.last.click()
+            page.wait_for_timeout(1500)
         page.screenshot(path=str(out / "compare.png"))
         report.screenshots["compare"] = str(out / "compare.png")
-        text = page.inner_text("body")
         report.check("compare view names both runs", "eval so-qa@v1 retrieval-tfidf" in text
                      and "eval so-qa-assistant@staging v1 so-qa@v1" in text)
         metrics_part = text[text.find("Metrics", text.find("Parameters", text.find("Run details"))):]
@@ -187,7 +198,7 @@ def browse(world: dict, base: str, out: Path, chromium: str, report: Report) -> 
                      f"{plotted} mention(s) on the page")
 
         # 3. the Datasets page (MLflow evaluation datasets) and the evaluation runs
-        page.set_viewport_size({"width": 1500, "height": 1000})
+        page.set_viewport_size({"width": 1400, "height": 900})
         page.goto(f"{base}/#/experiments/{experiment}/datasets?workflowType=genai", wait_until="load",
                   timeout=120_000)
         _settle(page, expect="so-qa-eval@")
