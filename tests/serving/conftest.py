@@ -78,7 +78,8 @@ def world(tmp_path_factory, release_steps):
         mlflow.set_registry_uri(uri)
         experiment_id = MlflowClient().create_experiment("serving", artifact_location=(root / "mlartifacts").as_uri())
         mlflow.set_experiment(experiment_id=experiment_id)
-        retrieval = release_steps(root, _prompt(root, "serve-qa"), overrides={"tuning": {"validation_percent": 40}})
+        retrieval = release_steps(root, _prompt(root, "serve-qa"), overrides={"tuning": {"validation_percent": 40},
+                                                                               "mlflow": {"tracking_uri": uri}})
         yield World(root, uri, experiment_id, retrieval, stub)
     stub.stop()
 
