@@ -242,16 +242,23 @@ class Team:
         @contextlib.contextmanager
         def scope():
             import mlflow
+            import mlflow.tracking._model_registry.utils as registry_utils
+            import mlflow.tracking._tracking_service.utils as fluent_tracking
 
             saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                                                     "MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
+                                                     "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
+                                                     "MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
             os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=self.password(user),
                               MLFLOW_TRACKING_URI=self.url, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
+            # the URIs live in MLflow's module globals too: a scope left in a module fixture's teardown would
+            # point the next module's fixtures (set up before any test's isolation) at this server
+            saved_uris = (registry_utils._registry_uri, fluent_tracking._tracking_uri)
             mlflow.set_tracking_uri(self.url)
             mlflow.set_registry_uri(self.url)
             try:
                 yield
             finally:
+                registry_utils._registry_uri, fluent_tracking._tracking_uri = saved_uris
                 for key, value in saved.items():
                     if value is None:
                         os.environ.pop(key, None)
