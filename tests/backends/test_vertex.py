@@ -97,6 +97,36 @@ def test_real_sdk_request_and_response_mapping(rest):
     assert (citation.start_index, citation.end_index, citation.kind) == (0, 22, "provider")
 
 
+def test_rows_answered_on_several_threads_share_one_client(rest, monkeypatch):
+    """The evaluation answers rows on several threads: the lazily built client is built once (a replaced
+    google-genai client closes its transport under the requests still using it)."""
+    import time
+
+    built = []
+
+    def new_client(self):
+        time.sleep(0.2)  # as slow as building a real client: every thread arrives before the first is done
+        built.append(rest.client())
+        return built[-1]
+
+    monkeypatch.setattr(VertexGeminiProvider, "_new_client", new_client)
+    provider = VertexGeminiProvider("gemini-2.5-flash", backoff_s=0.01, max_retries=0)
+    results, errors_seen = [], []
+
+    def answer() -> None:
+        try:
+            results.append(provider.complete(MESSAGES).text)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors_seen.append(exc)
+
+    threads = [threading.Thread(target=answer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors_seen and len(results) == 8 and len(built) == 1
+
+
 def test_tuned_endpoint_model_id_is_sent_as_is(rest):
     endpoint = "projects/my-proj/locations/us-central1/endpoints/1234567890"
     VertexGeminiProvider(endpoint, client=rest.client()).generate("q", "prompt")
