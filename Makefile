@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-EXTRAS ?= dev,gcp,hf,embeddings,auth,team
+EXTRAS ?= dev,gcp,kfp,hf,embeddings,auth,team
 DB     := $(CURDIR)/mlflow.db
 QUESTION ?= How do I check whether a file exists in Python?
 
@@ -23,7 +23,7 @@ $(BIN)/python:
 setup: $(BIN)/python  ## venv with the core package (embedded defaults) from requirements.lock
 	$(BIN)/pip install -q -c requirements.lock -e .
 
-setup-all: $(BIN)/python  ## venv with every extra the tests use (torch CPU, transformers, GCP SDKs, auth)
+setup-all: $(BIN)/python  ## venv with every extra the tests use (torch CPU, transformers, GCP SDKs, kfp, auth)
 	$(BIN)/pip install -q -c requirements.lock -e ".[$(EXTRAS)]"
 
 demo: setup  ## run the whole loop on the embedded defaults, then answer a question by alias in a new process

@@ -48,36 +48,33 @@ class VertexGeminiProvider(ProviderBackend):
         self.system = system
         self.api_endpoint = api_endpoint  # a regional / Private Service Connect endpoint; None: Google's default
         self._client = client
-
-    # One client per provider even when rows are answered on several threads: a second client built by a racing
-    # thread replaces the first, and google-genai closes a collected client's HTTP transport under the requests
-    # still using it ("Cannot send a request, as the client has been closed"). A class-level lock keeps the
-    # provider picklable.
-    _client_lock = threading.Lock()
+        self._client_lock = threading.Lock()
 
     @property
     def client(self) -> Any:
-        """Built on first use, so constructing the provider (e.g. at model load) needs no credentials."""
+        """Built on first use, so constructing the provider (e.g. at model load) needs no credentials. Once, under
+        a lock: two threads building one each would drop one, and google-genai closes a dropped client's HTTP pool
+        while its thread is still sending ("Cannot send a request, as the client has been closed")."""
         if self._client is not None:
             return self._client
         with self._client_lock:
-            if self._client is None:
-                self._client = self._new_client()
-        return self._client
+            return self._build_client()
 
-    def _new_client(self) -> Any:
-        try:
-            from google import genai
-            from google.genai import types
-        except ImportError as exc:
-            raise ConfigError("vertex needs the 'gcp' extra: pip install 'llmops-mlflow[gcp]'") from exc
-        try:
-            return genai.Client(
-                vertexai=True, project=self.project, location=self.location,
-                http_options=types.HttpOptions(timeout=int(self.timeout_s * 1000), base_url=self.api_endpoint),
-            )
-        except Exception as exc:
-            raise BackendError(f"vertex: cannot create a client: {type(exc).__name__}: {exc}") from exc
+    def _build_client(self) -> Any:
+        if self._client is None:
+            try:
+                from google import genai
+                from google.genai import types
+            except ImportError as exc:
+                raise ConfigError("vertex needs the 'gcp' extra: pip install 'llmops-mlflow[gcp]'") from exc
+            try:
+                self._client = genai.Client(
+                    vertexai=True, project=self.project, location=self.location,
+                    http_options=types.HttpOptions(timeout=int(self.timeout_s * 1000), base_url=self.api_endpoint),
+                )
+            except Exception as exc:
+                raise BackendError(f"vertex: cannot create a client: {type(exc).__name__}: {exc}") from exc
+        return self._client
 
     def _config(self, system: str | None, params: dict[str, Any]) -> Any:
         from google.genai import types

@@ -23,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from feedback.ratings import parse_rating
 from feedback.resolve import InferenceLog
-from llmops.errors import ConfigError, InputError, LlmopsError, NotFoundError
+from llmops.errors import InputError, LlmopsError, NotFoundError
 from llmops.pii import redact_text
 from llmops.records import FEEDBACK_SCHEMA_VERSION, write_feedback_records
-from llmops.settings import FeedbackSettings, Settings
+from llmops.secrets import mask_url
+from llmops.settings import FeedbackSettings, Settings, inference_log_uri
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,8 @@ def parse_input(data: Any, where: str = "feedback") -> FeedbackInput:
 
 
 def resolve_log_uri(settings: Settings) -> str:
-    uri = settings.feedback.log_uri or settings.monitoring.log_uri
-    if not uri:
-        raise ConfigError("no inference log to resolve request ids through: set feedback.log_uri (or "
-                          "monitoring.log_uri) to the folder or URL the model server writes its log to")
-    return uri
+    """feedback.log_uri, else monitoring.log_uri, else serving.log_uri: where the server writes (one setting)."""
+    return inference_log_uri(settings, "feedback")
 
 
 def pseudonym(user: str) -> str:
@@ -164,7 +162,8 @@ class FeedbackService:
     def __init__(self, settings: Settings, *, log_uri: str | None = None, store_uri: str | None = None,
                  inference_log: InferenceLog | None = None) -> None:
         self.cfg = settings.feedback
-        self.log = inference_log or InferenceLog(log_uri or resolve_log_uri(settings))
+        # `is None`, not `or`: an index with nothing in it yet has len() 0
+        self.log = inference_log if inference_log is not None else InferenceLog(log_uri or resolve_log_uri(settings))
         self.store_uri = store_uri or self.cfg.store_uri
 
     def user_for(self, source: Source, user: str | None) -> str | None:
@@ -185,7 +184,8 @@ class FeedbackService:
                 answer = self.log.find(item.request_id)
                 if answer is None:
                     raise NotFoundError(f"unknown request id {item.request_id!r}: it is not in the inference log "
-                                        f"(records reach the log within the server's flush interval)")
+                                        f"at {mask_url(self.log.location)} (a server writes its records there "
+                                        f"within serving.part_max_seconds)")
                 user = users[i] if users is not None else item.user
                 records.append(build_record(item, answer, self.cfg, source=source, user=self.user_for(source, user),
                                             now=now))

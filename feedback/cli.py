@@ -15,7 +15,7 @@ from llmops.settings import Settings
 app = typer.Typer(no_args_is_help=True)
 
 LogUri = setting_option("feedback.log_uri", "Inference log the request ids resolve through (folder or fsspec URL; "
-                        "default: monitoring.log_uri).", "--log")
+                        "default: monitoring.log_uri, else serving.log_uri: where the server writes).", "--log")
 StoreUri = setting_option("feedback.store_uri", "Feedback store (folder or fsspec URL).", "--store")
 AsJson = typer.Option(False, "--json", help="Print the result as JSON (stdout holds nothing else).")
 
@@ -186,6 +186,7 @@ def report_command(
 ) -> None:
     """Feedback metrics per model version (rating mean with CI, share corrected, agreement with automatic scores),
     logged to MLflow so versions can be compared by human feedback."""
+    from feedback.capture import resolve_log_uri
     from feedback.report import log_reports, version_reports
     from llmops.cli_support import start
     from llmops.errors import DataError
@@ -197,8 +198,7 @@ def report_command(
     rows = read_feedback(cfg.store_uri).to_pylist()
     if not rows:
         raise DataError(f"feedback store {cfg.store_uri} holds no records")
-    log_uri = cfg.log_uri or settings.monitoring.log_uri
-    log_rows = read_inference_log(log_uri).to_pylist() if log_uri else None
+    log_rows = read_inference_log(resolve_log_uri(settings)).to_pylist() or None  # None: no log to count requests
     ev = settings.evaluation
     reports = version_reports(rows, log_rows, low_rating_max=cfg.low_rating_max, good_rating_min=cfg.good_rating_min,
                               samples=ev.bootstrap_samples, confidence=ev.confidence, seed=ev.seed,

@@ -3,7 +3,8 @@
 The log is append-only Parquet parts (`llmops.records`): a part never changes once it exists, so each part's
 request ids are read once (that column only) into an in-memory index, and a lookup reads the one part holding the
 id. A request id not in the index makes the index look for new parts before it is refused, so feedback on an
-answer written a moment ago resolves as soon as its part is on the store. Shadow records (a challenger's copy the
+answer written a moment ago resolves as soon as its part is on the store; inside the model server, `on_miss` first
+makes the server's own log writer write what it holds, so it resolves at once. Shadow records (a challenger's copy the
 client never saw) are not resolvable. Memory: about 100 bytes per logged request; at a scale where that matters,
 the same lookup is a query over the parts (BigQuery / DuckDB over the bucket).
 """
@@ -11,6 +12,7 @@ the same lookup is a query over the parts (BigQuery / DuckDB over the bucket).
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow.compute as pc
@@ -28,8 +30,9 @@ PROVENANCE_FIELDS = ("request_id", "status", "role", "model_name", "model_versio
 class InferenceLog:
     """request id -> its log record, over the parts at `location` (a folder or fsspec URL)."""
 
-    def __init__(self, location: str) -> None:
+    def __init__(self, location: str, on_miss: Callable[[], object] | None = None) -> None:
         self.location = location
+        self.on_miss = on_miss  # called before looking for new parts when an id is not in the index
         self._lock = threading.Lock()
         self._parts: list[str] = []
         self._seen: set[str] = set()
@@ -58,6 +61,8 @@ class InferenceLog:
     def find(self, request_id: str) -> dict[str, Any] | None:
         """The record of `request_id` (fields in PROVENANCE_FIELDS), or None when the log has none."""
         if request_id not in self._where:
+            if self.on_miss is not None:
+                self.on_miss()
             self.refresh()
         index = self._where.get(request_id)
         if index is None:

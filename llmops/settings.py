@@ -359,15 +359,82 @@ class RegistrySettings(_Section):
     notify_timeout_s: float = Field(default=10.0, gt=0)
 
 
+class ServingSettings(_Section):
+    """`llmops serve start|batch`: what the server follows, how it rolls out and rolls back, its inference log.
+    Every key has a flag or an `LLMOPS_SERVING__*` variable; docs/serving.md explains each."""
+
+    model_uri: str | None = Field(default=None, description="models:/NAME@ALIAS the server follows.")
+    challenger_uri: str | None = Field(default=None, description="models:/NAME@ALIAS of a challenger (canary or "
+                                       "shadow).")
+    canary_percent: float = Field(default=0.0, ge=0.0, le=100.0, description="Share of requests the challenger "
+                                  "answers (sticky per session header when one is sent).")
+    shadow: bool = Field(default=False, description="The challenger answers a copy of every request in the "
+                         "background; only the champion's answer is returned.")
+    session_headers: list[str] = Field(default_factory=lambda: ["X-Session-ID", "X-User-ID"],
+                                       description="Headers naming a user/session: canary routing sticks to them.")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="Server processes (each follows the alias and writes "
+                         "its own log parts).")
+    threads: int = Field(default=8, ge=1, le=256, description="Requests a remote provider (openai_compat, vertex: "
+                         "waiting on the network) answers at once per worker.")
+    local_threads: int = Field(default=1, ge=1, le=64, description="Requests a local provider (retrieval, hf: CPU "
+                               "in this process) answers at once per worker; more only contend for the GIL.")
+    poll_interval_s: float = Field(default=10.0, gt=0, description="How often the registry is asked where the "
+                                   "alias points (POST /admin/refresh asks at once).")
+    smoke_questions: list[str] | None = Field(default=None, description="Asked of a version before it serves; "
+                                              "default: the policy file's smoke questions.")
+    auto_rollback: bool = True
+    watch_window_s: float = Field(default=300.0, ge=0, description="After a swap, how long the new version is "
+                                  "watched for auto-rollback.")
+    watch_min_requests: int = Field(default=20, ge=1, description="Requests the new version must have answered "
+                                    "before the thresholds are judged.")
+    rollback_max_error_rate: float = Field(default=0.05, ge=0.0, le=1.0, description="5xx share above which the "
+                                           "new version is rolled back.")
+    rollback_max_p99_ms: float = Field(default=5000.0, gt=0, description="p99 latency above which the new version "
+                                       "is rolled back.")
+    log_uri: str = Field(default="outputs/inference-log", description="Inference log: a folder or fsspec URL "
+                         "(gs://...) of Parquet parts; monitoring and feedback read the same place unless their "
+                         "own log_uri is set.")
+    log_queue_size: int = Field(default=20_000, ge=1, description="Records waiting to be written, at most.")
+    log_put_timeout_s: float = Field(default=10.0, ge=0, description="How long a request waits for room in a full "
+                                     "queue (backpressure) before its record is dropped and counted.")
+    part_max_records: int = Field(default=10_000, ge=1, description="A log part is written at this many records...")
+    part_max_seconds: float = Field(default=30.0, gt=0, description="...or this long after its first record.")
+    trace_sample_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of requests traced to MLflow "
+                                     "(PII-redacted); 0 = none: nothing is written to the tracking store per request.")
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger request bodies get 413.")
+    max_questions: int = Field(default=64, ge=1, description="Questions per /invocations request.")
+    max_question_chars: int = Field(default=8000, ge=1, description="Longer questions get 400 (the chain's own "
+                                    "limit applies too).")
+    shadow_queue_size: int = Field(default=64, ge=1, description="Shadow copies waiting at most; more are skipped "
+                                   "and counted, never slowing the champion.")
+    routers: list[str] = Field(default_factory=lambda: ["feedback.http:server_router"], description="FastAPI "
+                               "routers the server mounts, as module:attribute (an APIRouter or a function of the "
+                               "server state returning one); default: POST /feedback. [] mounts none.")
+    batch_chunk_rows: int = Field(default=500, ge=1, description="Rows per batch chunk (the unit of resume).")
+
+    @field_validator("log_uri")
+    @classmethod
+    def _absolute_log(cls, value: str) -> str:
+        return _absolute_location(value)
+
+
 class MonitoringSettings(_Section):
     """`llmops monitor`: where the inference log is, the alarm rule file, default windows and references."""
 
-    log_uri: str | None = Field(default=None, description="Inference log: a folder or fsspec URL of Parquet parts.")
+    log_uri: str | None = Field(default=None, description="Inference log: a folder or fsspec URL of Parquet parts "
+                                "(default: serving.log_uri, where the server writes it).")
     rules_file: str = Field(default_factory=lambda: str(repo_root() / "monitoring" / "rules.yaml"))
     window: str = Field(default="1h", description="Window length (1h, 30m, 1d) or records per window (500).")
     skew_reference: str = Field(default="eval", description="eval | train | none | a JSONL/Parquet file.")
     drift_reference: str = Field(default="previous", description="previous | first | train | none | a file.")
     trigger_dir: str = Field(default="outputs/monitoring/triggers", description="Reason files of the trigger.")
+
+    @field_validator("log_uri")
+    @classmethod
+    def _absolute_log(cls, value: str | None) -> str | None:
+        return None if value is None else _absolute_location(value)
 
     @field_validator("trigger_dir")
     @classmethod
@@ -375,8 +442,35 @@ class MonitoringSettings(_Section):
         return str(Path(value).expanduser().resolve())
 
 
+class VertexPipelineSettings(_Section):
+    """`llmops pipeline submit --target vertex`: where the compiled pipeline runs. Project, region, bucket and service
+    account come from here (llmops.yaml < LLMOPS_PIPELINE__VERTEX__*) and the environment, never from the YAML."""
+
+    project: str | None = Field(default=None, description="Google Cloud project (default: GOOGLE_CLOUD_PROJECT).")
+    region: str = Field(default="us-central1", description="Vertex AI region the pipeline runs in.")
+    pipeline_root: str | None = Field(default=None, description="gs://bucket/prefix for the pipeline's own outputs.")
+    service_account: str | None = Field(default=None, description="Service account the steps run as.")
+    api_endpoint: str | None = Field(default=None, description="Vertex API endpoint (default: REGION-aiplatform).")
+    api_transport: Literal["grpc", "rest"] = Field(default="grpc", description="grpc, or rest where gRPC is blocked.")
+    display_name: str = Field(default="llmops", description="Display name of the pipeline job and its schedule.")
+    poll_s: float = Field(default=30.0, gt=0.0, description="Seconds between progress lines while --wait.")
+    timeout_s: float = Field(default=24 * 3600.0, gt=0.0, description="How long --wait waits for the job.")
+
+
+class PipelineSettings(_Section):
+    """The pipeline compiled for Kubeflow / Vertex AI Pipelines: the image every step runs in and the tracking
+    server the steps report to (both written into the compiled YAML, never credentials)."""
+
+    image: str | None = Field(default=None, description="Container image with this package and the `kfp` extra.")
+    tracking_uri: str | None = Field(default=None, description="Tracking server the steps use (default: "
+                                     "mlflow.tracking_uri).")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment of every step (LLMOPS_* keys).")
+    vertex: VertexPipelineSettings = Field(default_factory=VertexPipelineSettings)
+
+
 def _absolute_location(value: str) -> str:
-    """A local folder is pinned to an absolute path (step subprocesses agree); a URL (`gs://...`) is kept."""
+    """A local folder is pinned to an absolute path (step subprocesses and server workers agree); a URL
+    (`gs://...`) is kept."""
     return value if "://" in value else str(Path(value).expanduser().resolve())
 
 
@@ -387,7 +481,7 @@ class FeedbackSettings(_Section):
     store_uri: str = Field(default="outputs/feedback", description="Feedback store: a folder or fsspec URL of "
                            "Parquet parts (append-only, like the inference log).")
     log_uri: str | None = Field(default=None, description="Inference log the feedback resolves through; default: "
-                                "monitoring.log_uri.")
+                                "monitoring.log_uri, else serving.log_uri (where the server writes it).")
     rating: Literal["thumbs", "scale5"] = Field(default="thumbs", description="The rating schema taken: thumbs "
                                                 "(up/down) or scale5 (1-5).")
     low_rating_max: int = Field(default=2, ge=1, le=4, description="scale5: ratings up to this are low (thumbs: "
@@ -486,7 +580,9 @@ class Settings(BaseSettings):
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     tuning: TuningSettings = Field(default_factory=TuningSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
     @classmethod
@@ -506,6 +602,17 @@ class Settings(BaseSettings):
             _MlflowEnvSource(settings_cls),
             _YamlFileSource(settings_cls, path, required=bool(explicit)),
         )
+
+
+def inference_log_uri(settings: Settings, reader: Literal["serving", "monitoring", "feedback"] = "serving") -> str:
+    """The one inference-log location, as `reader` sees it: its own `log_uri` when set (feedback falls back to
+    monitoring's), else `serving.log_uri`, where the server writes. Resolved when read, so a flag that moves the
+    server's log moves every reader's with it."""
+    if reader == "feedback" and settings.feedback.log_uri:
+        return settings.feedback.log_uri
+    if reader in ("feedback", "monitoring") and settings.monitoring.log_uri:
+        return settings.monitoring.log_uri
+    return settings.serving.log_uri
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from llmops.cli_support import (
     warn,
 )
 from llmops.errors import ConfigError
+from llmops.settings import inference_log_uri
 
 app = typer.Typer(no_args_is_help=True)
 Rules = setting_option("monitoring.rules_file", "Alarm rule YAML.", "--rules")
@@ -48,7 +49,8 @@ def _time(value: str | None, flag: str) -> datetime | None:
 
 @app.command("run")
 def run_command(
-    log: str = setting_option("monitoring.log_uri", "Inference log: folder or fsspec URL.", "--log"),
+    log: str = typer.Option(None, "--log", help="Inference log: folder or fsspec URL (default: monitoring.log_uri, "
+                            "else serving.log_uri, where the server writes it)."),
     model: str = typer.Option(None, help="Monitor this version only: models:/NAME@alias or models:/NAME/3 "
                               "(default: every version in the log, each on its own)."),
     window: str = setting_option("monitoring.window", "Window: a duration (1h, 30m, 1d) or records per window "
@@ -78,8 +80,7 @@ def run_command(
              "monitoring.drift_reference": blank_to_none(drift_reference)}
     settings = settings_for(**flags)
     cfg = settings.monitoring
-    if not cfg.log_uri:
-        raise ConfigError("no inference log: pass --log or set monitoring.log_uri")
+    log_uri = inference_log_uri(settings, "monitoring")  # one location: where the server writes it
     spec = parse_window(cfg.window)  # every flag and the rule file are checked before MLflow is touched
     rule = load_rules(cfg.rules_file)
     since_at, until_at = _time(since, "--since"), _time(until, "--until")
@@ -94,7 +95,7 @@ def run_command(
     mlflow.set_tracking_uri(settings.mlflow.tracking_uri)  # references come from the registry; nothing is made yet
     if settings.mlflow.registry_uri:
         mlflow.set_registry_uri(settings.mlflow.registry_uri)
-    result = monitor(cfg.log_uri, spec, rule, model_uri=blank_to_none(model), skew=cfg.skew_reference,
+    result = monitor(log_uri, spec, rule, model_uri=blank_to_none(model), skew=cfg.skew_reference,
                      drift=cfg.drift_reference, since=since_at, until=until_at)
     from monitoring.tracking import log_version
 

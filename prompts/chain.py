@@ -120,12 +120,28 @@ class QAChain:
         self.max_concurrency = max_concurrency
         self.blocked_count = 0
         self._lock = threading.Lock()
-        self.runnable = self._build_runnable()
+        self._runnable: Any = None
+
+    @property
+    def runnable(self):
+        """The LCEL runnable, built on first use: importing LangChain costs 0.5-1 s in a fresh process."""
+        if self._runnable is None:
+            self._runnable = self._build_runnable()
+        return self._runnable
 
     def _build_runnable(self):
         from prompts.chains.definition import build_qa_runnable
 
         return build_qa_runnable(self)
+
+    def _run_stages(self, state: dict[str, Any]) -> dict[str, Any]:
+        """The runnable's stages, in its order, as plain calls: the same answer without LangChain's per-call
+        machinery, which is about half of a retrieval answer's CPU (docs/serving.md). The server uses it."""
+        from prompts.chains.definition import STAGES
+
+        for stage in STAGES:
+            state = getattr(self, f"_{stage}_stage")(state)
+        return state
 
     # -- stages: each takes and returns a dict of state, inside its own span --------------------------------------
 
@@ -175,22 +191,23 @@ class QAChain:
 
     # -- public API ------------------------------------------------------------------------------------------------
 
-    def answer_one(self, question: Any) -> dict[str, Any]:
+    def answer_one(self, question: Any, *, direct: bool = False) -> dict[str, Any]:
+        """`direct`: run the stages as plain calls instead of through the LCEL runnable (same stages, same order)."""
         with mlflow.start_span(name=self.chain_name, span_type="CHAIN") as span:
             span.set_inputs({"question": question})
             span.set_attributes({"prompt_uri": self.prompt.uri, "provider": self.provider or "",
                                  "model_id": self.model_id or ""})
-            response = self.runnable.invoke({"raw": question})
+            response = self._run_stages({"raw": question}) if direct else self.runnable.invoke({"raw": question})
             span.set_outputs(response)
         return response
 
-    def answer_many(self, questions: list[Any]) -> list[dict[str, Any]]:
+    def answer_many(self, questions: list[Any], *, direct: bool = False) -> list[dict[str, Any]]:
         for question in questions:  # reject bad input before any model call
             preprocess(question, self.max_question_chars)
         if self.provider == "retrieval" or len(questions) <= 1 or self.max_concurrency <= 1:
-            return [self.answer_one(q) for q in questions]
+            return [self.answer_one(q, direct=direct) for q in questions]
         with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-            return list(pool.map(self.answer_one, questions))
+            return list(pool.map(lambda q: self.answer_one(q, direct=direct), questions))
 
     def answer(self, question: Any) -> dict[str, Any]:
         return self.answer_many([question])[0]

@@ -75,13 +75,15 @@ def _own_version(name: str | None, artifact_dir: Path) -> str | None:
         return None
     try:
         from mlflow.models import Model
-        from mlflow.tracking import MlflowClient
+
+        from llmops.registry_client import registry_client
 
         model_dir = artifact_dir.parent.parent
         model_id = Model.load(str(model_dir / "MLmodel")).model_id
         if not model_id:
             return None
-        for version in MlflowClient().search_model_versions(f"name='{name}'"):
+        # the registry alone: MlflowClient() would open the tracking store too (~1 s on SQLite, fresh process)
+        for version in registry_client().search_model_versions(f"name='{name}'"):
             if getattr(version, "model_id", None) == model_id or version.source == f"models:/{model_id}":
                 return str(version.version)
     except Exception:  # noqa: BLE001 - the version is informative; serving must not fail for it

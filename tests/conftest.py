@@ -32,7 +32,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         if key.startswith("LLMOPS_") or key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    monkeypatch.setenv("MLFLOW_MODEL_CATALOG_URI", "")  # MLflow's bundled price catalog, never github.com
+    # MLflow fetches a model price catalog from github.com for spans that name a known model (gemini-*): no network
+    monkeypatch.setenv("MLFLOW_MODEL_CATALOG_URI", "")
     monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.chdir(tmp_path)
     yield tmp_path

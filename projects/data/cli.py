@@ -51,6 +51,8 @@ def prepare_command(
                                                       "or '' (the setting).")] = None,
     feedback_store: str = setting_option("feedback.store_uri", "Feedback store (folder or fsspec URL).",
                                          "--feedback-store"),
+    model_name: str = setting_option("model.registered_name", "Registered model whose feedback is folded in.",
+                                     "--model-name"),
     as_json: bool = Json,
     tracking_uri: str = TrackingUri,
     quiet: bool = Quiet,
@@ -70,7 +72,7 @@ def prepare_command(
         "dataprep.test_percent": test_percent, "dataprep.question_date_from": question_date_from,
         "dataprep.question_date_to": question_date_to, "mlflow.tracking_uri": tracking_uri,
         "feedback.include_in_dataset": include_feedback if include_feedback is not None else include_feedback_param,
-        "feedback.store_uri": feedback_store,
+        "feedback.store_uri": feedback_store, "model.registered_name": model_name,
     })
     template = load_template(settings.prompt.name, settings.prompt.templates_dir)
     warehouse = open_warehouse(settings)  # table/credential problems fail before any run exists

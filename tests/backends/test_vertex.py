@@ -60,11 +60,11 @@ class _VertexREST:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def client(self):
+    def client(self, factory=None):
         from google import genai
         from google.oauth2.credentials import Credentials
 
-        return genai.Client(vertexai=True, project="my-proj", location="us-central1",
+        return (factory or genai.Client)(vertexai=True, project="my-proj", location="us-central1",
                             credentials=Credentials(token="offline-test-token"),
                             http_options=types.HttpOptions(base_url=f"http://127.0.0.1:{self.server.server_address[1]}/"))
 
@@ -102,14 +102,16 @@ def test_rows_answered_on_several_threads_share_one_client(rest, monkeypatch):
     google-genai client closes its transport under the requests still using it)."""
     import time
 
-    built = []
+    from google import genai
 
-    def new_client(self):
+    real, built = genai.Client, []
+
+    def slow_client(**kwargs):  # the provider's own genai.Client(...) call, pointed at the fake REST server
         time.sleep(0.2)  # as slow as building a real client: every thread arrives before the first is done
-        built.append(rest.client())
-        return built[-1]
+        built.append(kwargs)
+        return rest.client(factory=real)
 
-    monkeypatch.setattr(VertexGeminiProvider, "_new_client", new_client)
+    monkeypatch.setattr(genai, "Client", slow_client)
     provider = VertexGeminiProvider("gemini-2.5-flash", backoff_s=0.01, max_retries=0)
     results, errors_seen = [], []
 

@@ -110,9 +110,14 @@ def test_cli_refusals_are_one_line_with_their_exit_code(tmp_path: Path, capsys, 
     assert not Path("outputs/feedback").exists() or read_feedback("outputs/feedback").num_rows == 0
 
 
-def test_no_inference_log_configured(capsys) -> None:
+def test_with_no_log_configured_feedback_reads_where_the_server_writes(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("LLMOPS_SERVING__LOG_URI", str(tmp_path / "served"))
     code, _, err = cli(["feedback", "add", "--request-id", "x", "--rating", "up"], capsys)
-    assert code == 2 and "feedback.log_uri" in err
+    assert code == 4 and f"unknown request id 'x': it is not in the inference log at {tmp_path / 'served'}" in err
+    record = write_log(tmp_path / "served", [served("Q?", "A.")])[0]
+    code, out, err = cli(["feedback", "add", "--request-id", record["request_id"], "--rating", "up", "--json"],
+                         capsys)
+    assert code == 0 and json.loads(out)["provenance"]["model_version"] == "1", err
 
 
 def test_a_mistyped_tracking_store_is_not_created_and_the_feedback_is_kept(tmp_path: Path, capsys) -> None:

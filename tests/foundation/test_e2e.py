@@ -26,7 +26,7 @@ def _env(workdir: Path) -> dict[str, str]:
     env.update(
         MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
         LLMOPS_DATA__OUTPUT_DIR=str(workdir / "datasets"),
-        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+        MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false", MLFLOW_MODEL_CATALOG_URI="",
         PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
     )
     return env

@@ -67,7 +67,8 @@ def test_a_read_only_store_is_one_line(tracking_uri: str, tmp_path: Path):
     else:
         db.chmod(0o444)
     try:
-        proc = _llmops("registry", "history", "any", env={"MLFLOW_TRACKING_URI": tracking_uri})
+        # MLflow retries a locked SQLite store for a while before giving up: a bound against hanging, not a speed
+        proc = _llmops("registry", "history", "any", env={"MLFLOW_TRACKING_URI": tracking_uri}, timeout=120)
     finally:
         if os.geteuid() == 0:
             subprocess.run(["chattr", "-i", str(db)], check=False)
@@ -85,7 +86,8 @@ def test_a_locked_store_is_one_line(tracking_uri: str):
     holder = sqlite3.connect(db, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        proc = _llmops("registry", "history", "any", env={"MLFLOW_TRACKING_URI": tracking_uri})
+        # MLflow retries a locked SQLite store for a while before giving up: a bound against hanging, not a speed
+        proc = _llmops("registry", "history", "any", env={"MLFLOW_TRACKING_URI": tracking_uri}, timeout=120)
     finally:
         holder.rollback()
         holder.close()

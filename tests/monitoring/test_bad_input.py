@@ -33,8 +33,8 @@ def test_empty_or_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     for location in (tmp_path / "empty", tmp_path / "absent"):
         code, _, err = _run(["--log", str(location)], capsys)
         assert code == 3 and err == f"error: inference log {location} holds no records"
-    code, _, err = _run([], capsys)
-    assert code == 2 and "no inference log" in err
+    code, _, err = _run([], capsys)  # no --log: the server's own location, serving.log_uri
+    assert code == 3 and err == f"error: inference log {tmp_path / 'outputs' / 'inference-log'} holds no records"
     assert not (tmp_path / "mlflow.db").exists()  # the tracking store was not even created
     assert monitor_runs() == []
 

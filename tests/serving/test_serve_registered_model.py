@@ -3,7 +3,6 @@ response schema (docs/prompts.md), and bad input gets a 4xx naming the problem. 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -13,19 +12,9 @@ import time
 from pathlib import Path
 
 import httpx
-import mlflow
 import pytest
 
 from prompts.chain import ChainResponse
-
-_HELPERS = Path(__file__).resolve().parents[1] / "prompts" / "conftest.py"
-
-
-def _helpers():
-    spec = importlib.util.spec_from_file_location("prompts_test_helpers", _HELPERS)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _free_port() -> int:
@@ -35,39 +24,12 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def serving_store(tmp_path_factory):
-    """A store for this module; mlflow keeps URIs in globals and os.environ, so they are reset afterwards."""
-    tmp_path = tmp_path_factory.mktemp("serving")
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-        patch.setenv("MLFLOW_REGISTRY_URI", tracking_uri)
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-        try:
-            yield tmp_path, tracking_uri
-        finally:
-            while mlflow.active_run():
-                mlflow.end_run()
-            mlflow.set_registry_uri(None)
-            mlflow.set_tracking_uri(None)
-
-
-@pytest.fixture(scope="module")
-def served_model(serving_store, release_steps):
-    """One registered model (made by the real steps) and one server for the module (starting one costs tens of
-    seconds)."""
-    from prompts.registry import sync_prompt
-    from prompts.template import load_template_file
-    from registry.release import register
-
-    helpers = _helpers()
-    tmp_path, tracking_uri = serving_store
-    mlflow.set_experiment("serving")
-    prompt = sync_prompt(load_template_file(helpers.copy_template(tmp_path / "t", "so-qa", "serve-qa")))[0]
-    runs = release_steps(tmp_path, prompt, overrides={"tuning": {"backend": "local", "validation_percent": 40}})
-    with mlflow.start_run(run_name="register"):
-        version = register(runs["settings"], "served-chain", runs["tune_run_id"], runs["eval_run_id"])
+def served_model(world):
+    """One version registered in the serving tests' store (made by the real steps) and one `mlflow models serve`
+    for the module (starting one costs tens of seconds)."""
+    version = world.register("served-chain")
+    tmp_path, tracking_uri = world.root / "mlflow-models-serve", world.tracking_uri
+    tmp_path.mkdir(exist_ok=True)
     env_keep = {k: v for k, v in os.environ.items() if not k.startswith("LLMOPS_") and k != "MLFLOW_RUN_ID"}
     port = _free_port()
     env = {**env_keep, "MLFLOW_TRACKING_URI": tracking_uri,
