@@ -173,4 +173,21 @@ def log_reports(reports: Sequence[VersionReport], store: str) -> None:
                              "llmops.feedback_digest": report.feedback_digest})
             mlflow.log_params({"feedback_store": mask_text(store), "rating_kinds": ",".join(report.rating_kinds)})
             mlflow.log_metrics(finite, model_id=model_id)  # on the run, and on the logged model when known
+            _log_feedback_input(store, report.feedback_digest)
             report.run_id = run.info.run_id
+
+
+def _log_feedback_input(store: str, digest: str) -> None:
+    """The feedback records the report read, as the run's dataset input `feedback` (the MLflow UI names and links
+    it); a store MLflow cannot name as a source is skipped with a log line."""
+    import logging
+
+    from mlflow.exceptions import MlflowException
+
+    from llmops.tracking import log_dataset_input
+
+    try:
+        log_dataset_input(store, "feedback", digest, {"feedback_id": "string", "request_id": "string",
+                                                      "rating": "double", "corrected_answer": "string"}, "feedback")
+    except (MlflowException, ValueError, OSError) as exc:
+        logging.getLogger(__name__).warning("feedback store %s not logged as a run input: %s", store, exc)

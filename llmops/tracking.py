@@ -87,6 +87,10 @@ def configure_mlflow(settings: Settings) -> str:
 
     cfg = settings.mlflow
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # MLflow prices LLM spans (e.g. a Gemini call) from a model catalog it downloads from github.com; offline that
+    # is ~10 s of retries and urllib3 warnings per process. The catalog bundled with MLflow is used unless
+    # MLFLOW_MODEL_CATALOG_URI says otherwise.
+    os.environ.setdefault("MLFLOW_MODEL_CATALOG_URI", "")
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
     probe_store(cfg.tracking_uri)

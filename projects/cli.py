@@ -62,17 +62,18 @@ def _print(result: dict, as_json: bool, lines: list[str]) -> None:
 @pipeline_app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def pipeline_command(
     ctx: typer.Context,
-    tag_pattern: str = typer.Option(None, help="Regex over tags (default: settings)."),
-    answer_date_cutoff: str = typer.Option(None, help="Answer date cutoff YYYY-MM-DD (default: settings)."),
-    limit: str = typer.Option(None, help="Maximum pairs (default: settings)."),
-    eval_percent: str = typer.Option(None, help="Eval split percent (default: settings)."),
-    test_percent: str = typer.Option(None, help="Test split percent, 0-50 (default: settings)."),
-    backend: str = typer.Option(None, help="Tuning backend: local, hf, vertex or openai_compat (default: settings)."),
-    base_model: str = typer.Option(None, help="hf: base model directory; vertex: Gemini id (default: settings)."),
-    epochs: str = typer.Option(None, help="hf/vertex: training epochs (default: settings)."),
-    vectorizer: str = typer.Option(None, help="tfidf or minilm (default: settings)."),
-    abstain_value: str = typer.Option(None, help="Utility of abstaining (default: settings)."),
-    model_name: str = typer.Option(None, help="Registered model name (default: settings)."),
+    tag_pattern: str = setting_option("data.tag_pattern", "Regex over tags."),
+    answer_date_cutoff: str = setting_option("data.answer_date_cutoff", "Answer date cutoff YYYY-MM-DD, or none."),
+    limit: str = setting_option("data.limit", "Maximum pairs."),
+    eval_percent: str = setting_option("data.eval_percent", "Eval split percent."),
+    test_percent: str = setting_option("dataprep.test_percent", "Test split percent, 0-50."),
+    backend: str = setting_option("tuning.backend", "Tuning backend: local, hf, vertex or openai_compat."),
+    base_model: str = setting_option("tuning.hf.base_model_path, tuning.vertex.base_model",
+                                     "hf: base model directory; vertex: Gemini id."),
+    epochs: str = setting_option("tuning.hf.epochs, tuning.vertex.epochs", "hf/vertex: training epochs."),
+    vectorizer: str = setting_option("backend.vectorizer", "tfidf or minilm."),
+    abstain_value: str = setting_option("backend.abstain_value", "Utility of abstaining."),
+    model_name: str = setting_option("model.registered_name", "Registered model name."),
     promote_to: str = typer.Option("staging", help="Alias to promote to when the gates pass."),
     params: list[str] = Params,
     target: str = typer.Option("mlflow", help="mlflow (child runs via MLflow Projects) or kfp-local (the compiled "
@@ -80,7 +81,7 @@ def pipeline_command(
     template: Path = typer.Option(None, help="kfp-local: a compiled pipeline YAML (default: compile one now)."),  # noqa: B008
     kfp_cache: bool = typer.Option(False, "--kfp-cache/--no-kfp-cache", help="kfp-local: use kfp.local's cache "
                                    "(keyed on the MLflow step keys of data, tune and evaluate)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON (stdout holds nothing else)."),
     tracking_uri: str = TrackingUri,
 ) -> None:
     """Run prepare_data -> tune -> evaluate -> register -> promote, reusing unchanged steps: as MLflow child runs

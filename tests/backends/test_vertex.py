@@ -60,11 +60,11 @@ class _VertexREST:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def client(self):
+    def client(self, factory=None):
         from google import genai
         from google.oauth2.credentials import Credentials
 
-        return genai.Client(vertexai=True, project="my-proj", location="us-central1",
+        return (factory or genai.Client)(vertexai=True, project="my-proj", location="us-central1",
                             credentials=Credentials(token="offline-test-token"),
                             http_options=types.HttpOptions(base_url=f"http://127.0.0.1:{self.server.server_address[1]}/"))
 
@@ -95,6 +95,38 @@ def test_real_sdk_request_and_response_mapping(rest):
     [citation] = completion.citations
     assert citation.link == "https://stackoverflow.com/questions/613183"
     assert (citation.start_index, citation.end_index, citation.kind) == (0, 22, "provider")
+
+
+def test_rows_answered_on_several_threads_share_one_client(rest, monkeypatch):
+    """The evaluation answers rows on several threads: the lazily built client is built once (a replaced
+    google-genai client closes its transport under the requests still using it)."""
+    import time
+
+    from google import genai
+
+    real, built = genai.Client, []
+
+    def slow_client(**kwargs):  # the provider's own genai.Client(...) call, pointed at the fake REST server
+        time.sleep(0.2)  # as slow as building a real client: every thread arrives before the first is done
+        built.append(kwargs)
+        return rest.client(factory=real)
+
+    monkeypatch.setattr(genai, "Client", slow_client)
+    provider = VertexGeminiProvider("gemini-2.5-flash", backoff_s=0.01, max_retries=0)
+    results, errors_seen = [], []
+
+    def answer() -> None:
+        try:
+            results.append(provider.complete(MESSAGES).text)
+        except Exception as exc:  # noqa: BLE001 - collected for the assertion
+            errors_seen.append(exc)
+
+    threads = [threading.Thread(target=answer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors_seen and len(results) == 8 and len(built) == 1
 
 
 def test_tuned_endpoint_model_id_is_sent_as_is(rest):

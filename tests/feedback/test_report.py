@@ -84,6 +84,10 @@ def test_metrics_per_version_logged_to_mlflow(traffic: dict, capsys) -> None:
     assert set(runs) == {"1", "2"}
     assert runs["1"].data.metrics["rating/mean"] == pytest.approx(m1["rating/mean"])
     assert runs["1"].data.tags["llmops.feedback_digest"] == v1["feedback_digest"]
+    assert runs["1"].info.run_name == "feedback so-qa-assistant v1"
+    (read,) = mlflow.get_run(runs["1"].info.run_id).inputs.dataset_inputs  # the records it read, in the UI
+    assert (read.dataset.name, read.dataset.digest) == ("feedback", v1["feedback_digest"])
+    assert {t.key: t.value for t in read.tags}["mlflow.data.context"] == "feedback"
     # v1 is registered: its metrics also sit on the version's logged model; v2 is not, and the report says so
     model_id = logged_model_id(mlflow.tracking.MlflowClient().get_model_version("so-qa-assistant", "1"))
     logged = {m.key: m.value for m in mlflow.get_logged_model(model_id).metrics}

@@ -16,9 +16,8 @@ from llmops.cli import app, main
 from tests.conftest import VENV_BIN
 
 LLMOPS = str(VENV_BIN / "llmops")
-# Groups left out: `server` runs or stops a long-lived process (no result to print); `serve` and `pipeline` are
-# being rebuilt in their own branches (issues 12 and 15), which add --json themselves.
-NO_RESULT = {"server", "serve", "pipeline"}
+# Left out: these run or stop a long-lived process (a server); they print no result.
+NO_RESULT = {"server start", "server stop", "serve start"}
 
 
 def _leaves() -> dict[str, object]:
@@ -44,9 +43,11 @@ def _leaves() -> dict[str, object]:
 def test_every_command_that_prints_a_result_takes_json() -> None:
     leaves = _leaves()
     assert {"eval run", "eval compare", "registry promote", "data prepare", "tune", "gc", "monitor run",
-            "feedback add", "feedback import", "feedback export", "feedback review", "feedback report"} <= set(leaves)
+            "feedback add", "feedback import", "feedback export", "feedback review", "feedback report",
+            "serve batch", "serve predict", "pipeline run", "pipeline compile", "pipeline submit"} <= set(leaves)
+    assert NO_RESULT <= set(leaves)  # the exemptions name real commands
     missing = [path for path, command in leaves.items()
-               if path.split()[0] not in NO_RESULT
+               if path not in NO_RESULT
                and "--json" not in {o for p in command.params for o in getattr(p, "opts", [])}]
     assert not missing, f"commands without --json: {missing}"
 
@@ -54,8 +55,6 @@ def test_every_command_that_prints_a_result_takes_json() -> None:
 def test_no_help_says_default_settings() -> None:
     """Every flag that overrides a setting shows the setting's value (setting_option), not a placeholder."""
     for path, command in _leaves().items():
-        if path.split()[0] in {"serve", "pipeline"}:  # their own branches (see NO_RESULT)
-            continue
         for param in command.params:
             assert "default: settings" not in (getattr(param, "help", "") or ""), (path, param.name)
 
@@ -73,6 +72,8 @@ def test_no_help_says_default_settings() -> None:
     (["feedback", "add", "--help"], "feedback.store_uri = "),
     (["monitor", "run", "--help"], "monitoring.window = 1h"),
     (["data", "prepare", "--help"], "feedback.include_in_dataset = False"),
+    (["pipeline", "run", "--help"], "data.tag_pattern = python"),
+    (["pipeline", "run", "--help"], "tuning.hf.epochs = 3, tuning.vertex.epochs = 3"),
 ])
 def test_help_shows_the_effective_setting(args: list[str], shown: str) -> None:
     result = subprocess.run([LLMOPS, *args], capture_output=True, text=True, timeout=120,
@@ -97,6 +98,7 @@ READ_ONLY = [
     ["prompts", "show", "prompts:/so-qa/1"],
     ["gc"],
     ["feedback", "review", "--queue", "drift", "--monitor-run", "a" * 32, "--out", "x.csv"],
+    ["serve", "predict", "--model", "models:/m/1", "--question", "q?"],
 ]
 
 
