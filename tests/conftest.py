@@ -24,12 +24,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Every test runs in its own directory with no LLMOPS_* / MLflow variables leaking in."""
-    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
-        # mlflow.set_experiment() in a module fixture writes these into os.environ; deleting them through
-        # monkeypatch would put them back after every test and point later tests at a store's experiment.
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI",
+                "MLFLOW_REGISTRY_URI"):
+        # mlflow.set_experiment() / set_registry_uri() in a session or module fixture write these into os.environ;
+        # deleting them through monkeypatch would put them back after every test, and the next module's fixtures
+        # (set up before any test's isolation) would talk to that fixture's store or server.
         os.environ.pop(key, None)
     for key in list(os.environ):
-        if key.startswith("LLMOPS_") or key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        if key.startswith("LLMOPS_"):
             monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MLflow fetches a model price catalog from github.com for spans that name a known model (gemini-*): no network
