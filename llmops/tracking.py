@@ -11,7 +11,6 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from llmops.errors import ConfigError, NotFoundError
-from llmops.registry_client import registry_client  # noqa: F401 - re-exported for the steps
 from llmops.settings import Settings
 
 

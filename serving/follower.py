@@ -99,7 +99,7 @@ class AliasFollower:
                     log.exception("following %s failed", slot.ref.uri)
 
     def _registry(self) -> Any:
-        from llmops.tracking import registry_client
+        from llmops.registry_client import registry_client
 
         if self._client is None:
             self._client = registry_client()

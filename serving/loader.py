@@ -5,7 +5,7 @@ environment), its prompt still has the instruction hash its release bundle recor
 consistency), and it answers the smoke questions within budget. Any failure is a `RefusedVersion` naming the
 stage, so the server can keep what it serves and say why.
 
-Fast path: the registry alone is asked (`llmops.tracking.registry_client`: no tracking-store set-up), the
+Fast path: the registry alone is asked (`llmops.registry_client`: no tracking-store set-up), the
 artifacts of a local store are used in place, and MLflow's per-load requirement scan (which walks every installed
 distribution) is replaced by the same check on the model's own `requirements.txt`.
 """
@@ -68,7 +68,7 @@ def resolve_version(ref: ModelRef, client: Any = None) -> str:
     """The version `ref` names now (an alias is looked up in the registry)."""
     from mlflow.exceptions import MlflowException
 
-    from llmops.tracking import registry_client
+    from llmops.registry_client import registry_client
 
     if ref.version is not None:
         return ref.version
@@ -117,7 +117,7 @@ def download_version(name: str, version: str, client: Any = None) -> tuple[Any, 
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
-    from llmops.tracking import registry_client
+    from llmops.registry_client import registry_client
 
     client = client or registry_client()
     try:
@@ -165,7 +165,7 @@ def check_consistency(loaded: LoadedVersion, client: Any = None) -> None:
     the chain must render that same prompt: else serving would not match training."""
     from mlflow.exceptions import MlflowException
 
-    from llmops.tracking import registry_client
+    from llmops.registry_client import registry_client
     from prompts.registry import INSTRUCTION_HASH_TAG
 
     where = f"models:/{loaded.name}/{loaded.version}"

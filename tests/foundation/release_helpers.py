@@ -29,7 +29,7 @@ def step_env(workdir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMOPS_", "MLFLOW_", "GOOGLE_"))
            and k != "STORAGE_EMULATOR_HOST"}
     env.update(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}",
-               LLMOPS_DATA__OUTPUT_DIR=str(workdir / "datasets"), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false", MLFLOW_MODEL_CATALOG_URI="",
+               LLMOPS_DATA__OUTPUT_DIR=str(workdir / "datasets"), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
                PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", **extra)
     return env
 

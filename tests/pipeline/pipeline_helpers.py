@@ -7,21 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import run_cli as cli  # noqa: F401 - the pipeline tests' `cli(capsys, ...)`
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """`llmops ARGS` through `llmops.cli.main` (usage and domain errors become one line and an exit code there)."""
-    from llmops.cli import main
-
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def project_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, edit=None) -> Path:

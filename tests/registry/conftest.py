@@ -9,7 +9,6 @@ end in tests/foundation and tests/registry/test_release.py.
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -155,19 +154,9 @@ def policy_file(tmp_path: Path) -> Callable[..., Path]:
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture) -> Callable[..., tuple[int, str, str]]:
     """cli(*args) runs `llmops ARGS` in this process: (exit code, stdout, stderr)."""
-    from llmops.cli import main
+    from tests.support.cli import run_cli
 
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+    return lambda *args: run_cli(capsys, *args)
 
 
 LLMOPS = str(Path(sys.executable).parent / "llmops")
@@ -237,35 +226,10 @@ class Team:
 
     def as_user(self, user: str):
         """Context manager: MLflow's client in this process talks to the server as `user`."""
-        import contextlib
+        from tests.support.mlflow_scope import mlflow_pointed_at
 
-        @contextlib.contextmanager
-        def scope():
-            import mlflow
-            import mlflow.tracking._model_registry.utils as registry_utils
-            import mlflow.tracking._tracking_service.utils as fluent_tracking
-
-            saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
-                                                     "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI",
-                                                     "MLFLOW_HTTP_REQUEST_MAX_RETRIES")}
-            os.environ.update(MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=self.password(user),
-                              MLFLOW_TRACKING_URI=self.url, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
-            # the URIs live in MLflow's module globals too: a scope left in a module fixture's teardown would
-            # point the next module's fixtures (set up before any test's isolation) at this server
-            saved_uris = (registry_utils._registry_uri, fluent_tracking._tracking_uri)
-            mlflow.set_tracking_uri(self.url)
-            mlflow.set_registry_uri(self.url)
-            try:
-                yield
-            finally:
-                registry_utils._registry_uri, fluent_tracking._tracking_uri = saved_uris
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
-
-        return scope()
+        return mlflow_pointed_at(self.url, MLFLOW_TRACKING_USERNAME=user, MLFLOW_TRACKING_PASSWORD=self.password(user),
+                                 MLFLOW_HTTP_REQUEST_MAX_RETRIES="0")
 
     def client(self):
         from mlflow.tracking import MlflowClient

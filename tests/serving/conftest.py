@@ -5,17 +5,15 @@ openai_compat chains: a test makes it slow or failing to get a version that misb
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.tracking._model_registry.utils as registry_utils
-import mlflow.tracking._tracking_service.utils as tracking_utils
 import pytest
 
+from tests.support.mlflow_scope import mlflow_pointed_at
 from tests.support.stub_server import Reply, StubChatServer
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "prompts" / "templates"
@@ -39,20 +37,10 @@ class World:
         with self.active(), mlflow.start_run(run_name=f"register {name}", experiment_id=self.experiment_id):
             return register(runs["settings"], name, runs["tune_run_id"], runs["eval_run_id"])
 
-    @contextlib.contextmanager
     def active(self):
         """This store, whatever the process points at: module fixtures are set up before any test's isolation,
         right after the previous module's teardown (which may have left MLflow pointing at another server)."""
-        with pytest.MonkeyPatch.context() as patch:
-            for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-                patch.setenv(key, self.tracking_uri)
-            saved = (registry_utils._registry_uri, tracking_utils._tracking_uri)
-            mlflow.set_tracking_uri(self.tracking_uri)
-            mlflow.set_registry_uri(self.tracking_uri)
-            try:
-                yield
-            finally:
-                registry_utils._registry_uri, tracking_utils._tracking_uri = saved
+        return mlflow_pointed_at(self.tracking_uri)
 
     def remote(self, release_steps) -> dict[str, Any]:
         """An openai_compat chain (tuned and evaluated against the stub), made once."""
